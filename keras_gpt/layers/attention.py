@@ -1,0 +1,152 @@
+"""Causal multi-head self-attention: softmax(Q K^T / sqrt(d_head)) V per head.
+
+Each token's query is compared (dot product) with the keys of itself and the
+tokens before it — never after: future positions are masked before the
+softmax — and the resulting weights mix the values. Several heads do this in
+parallel on their own slices; W_O maps the concatenated heads back into the
+residual stream.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_gpt.layers.positions import RotaryEmbedding
+
+
+@keras.saving.register_keras_serializable(package="keras_gpt")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention with a fused W_Q/W_K/W_V projection.
+
+    The fused kernel has GPT-2's `c_attn` layout, (d_model, 3 * n_heads *
+    d_head), split in query, key, value order. Without attention weights
+    requested, the work runs on `keras.ops.dot_product_attention`, so GPUs use
+    their fused kernels (cuDNN on JAX, SDPA on PyTorch).
+
+    Args:
+        n_heads: Number of heads.
+        d_head: Width of each head's queries, keys and values.
+        use_bias: Biases on the projections.
+        rotary_max_wavelength: If set, rotary position embedding is applied
+            to queries and keys with this base wavelength.
+        kernel_initializer: Initializer of W_Q, W_K, W_V.
+        output_kernel_initializer: Initializer of W_O (GPT-2 scales it down
+            by sqrt(2 * n_layers)).
+
+    Call arguments:
+        inputs: The (normalised) residual stream, (batch, seq, d_model).
+        cache: Optional key/value cache (batch, 2, max_length, n_heads,
+            d_head); the new keys and values are written into it at
+            `cache_index` and attention reads all filled positions.
+        cache_index: Position of the first token of `inputs` in the cache.
+        return_attention_weights: Also return the weights (batch, heads,
+            seq, keys).
+
+    Returns:
+        The output (batch, seq, d_model); with a cache, `(output, cache)`;
+        with attention weights, `(output, weights)` or
+        `(output, weights, cache)`.
+
+    Example:
+
+    ```python
+    attention = CausalSelfAttention(n_heads=2, d_head=4)
+    out, weights = attention(np.ones((1, 3, 8)), return_attention_weights=True)
+    weights.shape  # (1, 2, 3, 3)
+    ```
+    """
+
+    def __init__(self, n_heads, d_head, use_bias=True,
+                 rotary_max_wavelength=None, kernel_initializer=None,
+                 output_kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.n_heads = n_heads
+        self.d_head = d_head
+        self.use_bias = use_bias
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.RandomNormal(stddev=0.02))
+        self.output_kernel_initializer = keras.initializers.get(
+            output_kernel_initializer
+            or keras.initializers.RandomNormal(stddev=0.02))
+        self.rotary = None
+        if rotary_max_wavelength:
+            self.rotary = RotaryEmbedding(rotary_max_wavelength, name="rotary",
+                                          dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        d_model = input_shape[-1]
+        width = self.n_heads * self.d_head
+        self.qkv = keras.layers.Dense(
+            3 * width, use_bias=self.use_bias, name="qkv",
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy)
+        self.qkv.build(input_shape)
+        self.out = keras.layers.Dense(
+            d_model, use_bias=self.use_bias, name="out",
+            kernel_initializer=self.output_kernel_initializer,
+            dtype=self.dtype_policy)
+        self.out.build((*input_shape[:-1], width))
+
+    def call(self, inputs, cache=None, cache_index=0,
+             return_attention_weights=False):
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        qkv = ops.reshape(self.qkv(inputs),
+                          (batch, length, 3, self.n_heads, self.d_head))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.rotary is not None:
+            query = self.rotary(query, start_index=cache_index)
+            key = self.rotary(key, start_index=cache_index)
+
+        if cache is None:
+            mask = None  # plain causal triangle
+        else:
+            update = ops.stack([key, value], axis=1)
+            cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0),
+                                     ops.cast(update, cache.dtype))
+            key, value = cache[:, 0], cache[:, 1]
+            # Query i (at position cache_index + i) sees keys 0..its position.
+            query_positions = ops.arange(length) + cache_index
+            key_positions = ops.arange(ops.shape(cache)[2])
+            mask = key_positions[None, :] <= query_positions[:, None]
+            mask = mask[None, None]
+
+        if return_attention_weights:
+            outputs, weights = self._attend_explicitly(query, key, value, mask)
+        else:
+            outputs = ops.dot_product_attention(
+                query, key, value, mask=mask, is_causal=mask is None,
+                scale=1.0 / math.sqrt(self.d_head))
+        outputs = self.out(ops.reshape(
+            outputs, (batch, length, self.n_heads * self.d_head)))
+
+        result = (outputs,)
+        if return_attention_weights:
+            result += (weights,)
+        if cache is not None:
+            result += (cache,)
+        return result[0] if len(result) == 1 else result
+
+    def _attend_explicitly(self, query, key, value, mask):
+        """The seed's formula step by step, keeping the softmax weights."""
+        scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"),
+                            ops.cast(key, "float32"))
+        scores = scores / math.sqrt(self.d_head)
+        if mask is None:
+            q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
+            mask = ops.tril(ops.ones((q_len, k_len), "bool"))[None, None]
+        scores = ops.where(mask, scores, float("-inf"))
+        weights = ops.softmax(scores, axis=-1)
+        outputs = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, value.dtype),
+                             value)
+        return outputs, weights
+
+    def get_config(self):
+        return {**super().get_config(), "n_heads": self.n_heads,
+                "d_head": self.d_head, "use_bias": self.use_bias,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer),
+                "output_kernel_initializer": keras.initializers.serialize(
+                    self.output_kernel_initializer)}

@@ -1,0 +1,216 @@
+"""GPT: the seed's §6 list, top to bottom, as one Keras model.
+
+token ids -> W_E (+ positions) -> n_layers x [attention, MLP] -> final
+LayerNorm -> W_U -> logits. Softmax (with temperature) and sampling live in
+generation; the loss takes the logits directly.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_gpt.config import GPTConfig
+from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
+                              TokenEmbedding, TransformerBlock, Unembedding)
+
+
+def _normal(stddev):
+    # A config, not an instance: every layer that reads it draws its own seed
+    # (one shared unseeded instance would give every matrix the same values).
+    return {"class_name": "RandomNormal",
+            "config": {"mean": 0.0, "stddev": stddev}}
+
+
+@keras.saving.register_keras_serializable(package="keras_gpt")
+class GPT(keras.Model):
+    """A decoder-only transformer that maps token ids to next-token logits.
+
+    Weights are created at construction, initialised as GPT-2: N(0, 0.02),
+    with the residual output projections (W_O and the MLP down-projection)
+    at N(0, 0.02 / sqrt(2 * n_layers)).
+
+    Args:
+        config: A `GPTConfig` (or its dict, or a preset name).
+        **kwargs: `keras.Model` arguments such as `name` or `dtype`
+            (e.g. `dtype="mixed_bfloat16"`).
+
+    Call arguments:
+        token_ids: int tensor (batch, seq), seq <= context_length, every id
+            in [0, vocab_size).
+        training: Whether dropout is active.
+
+    Returns:
+        float32 logits (batch, seq, vocab_size).
+
+    Example:
+
+    ```python
+    config = GPTConfig.from_preset("tiny")
+    model = GPT(config)
+    model.compile(optimizer="adamw",
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    model.fit(x, y)                        # x, y: (batch, seq) token ids
+    logits = model(x[:1])                  # (1, seq, vocab_size)
+    seen = model.inspect(x[:1])            # attention weights, residuals
+    ```
+    """
+
+    def __init__(self, config, **kwargs):
+        if isinstance(config, str):
+            config = GPTConfig.from_preset(config)
+        elif isinstance(config, dict):
+            config = GPTConfig.from_dict(config)
+        super().__init__(**kwargs)
+        self.config = config
+        c = config
+        policy = self.dtype_policy
+        residual_init = _normal(0.02 / math.sqrt(2 * c.n_layers))
+        self.token_embedding = TokenEmbedding(
+            c.vocab_size, c.d_model, embeddings_initializer=_normal(0.02),
+            name="token_embedding", dtype=policy)
+        if c.positions == "learned":
+            self.position_embedding = PositionEmbedding(
+                c.context_length, c.d_model,
+                embeddings_initializer=_normal(0.02),
+                name="position_embedding", dtype=policy)
+        elif c.positions == "sinusoidal":
+            self.position_embedding = SinusoidalEncoding(
+                name="position_embedding", dtype=policy)
+        else:  # rotary: applied to queries and keys inside attention
+            self.position_embedding = None
+        self.embedding_dropout = keras.layers.Dropout(c.dropout, dtype=policy)
+        rotary = c.rotary_max_wavelength if c.positions == "rotary" else None
+        self.blocks = [
+            TransformerBlock(
+                c.n_heads, c.d_head, c.d_mlp, activation=c.activation,
+                use_bias=c.use_bias, dropout=c.dropout,
+                layer_norm_epsilon=c.layer_norm_epsilon,
+                rotary_max_wavelength=rotary,
+                kernel_initializer=_normal(0.02),
+                output_kernel_initializer=residual_init,
+                name=f"block_{i}", dtype=policy)
+            for i in range(c.n_layers)]
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=c.layer_norm_epsilon, name="final_norm", dtype=policy)
+        self.unembedding = Unembedding(
+            c.vocab_size, tied=c.tie_embeddings,
+            kernel_initializer=_normal(0.02), name="unembedding", dtype=policy)
+        self.build((None, None))
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        stream = (None, None, self.config.d_model)
+        self.token_embedding.build(input_shape)
+        if self.position_embedding is not None:
+            self.position_embedding.build(stream)
+        for layer in (*self.blocks, self.final_norm, self.unembedding):
+            layer.build(stream)
+        self.built = True
+
+    # The forward pass, in the seed's order ------------------------------------
+
+    def embed(self, token_ids, start_index=0, training=None):
+        """Token ids -> W_E vectors plus positions (the residual stream)."""
+        self._check_length(token_ids, start_index)
+        x = self.token_embedding(token_ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(x, start_index=start_index)
+        return self.embedding_dropout(x, training=training)
+
+    def unembed(self, x):
+        """Final LayerNorm then W_U: residual stream -> float32 logits."""
+        tied = self.token_embedding.embeddings if self.config.tie_embeddings \
+            else None
+        return self.unembedding(self.final_norm(x), embeddings=tied)
+
+    def call(self, token_ids, training=None):
+        x = self.embed(token_ids, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.unembed(x)
+
+    # Cached decoding ----------------------------------------------------------
+
+    def init_cache(self, batch_size, max_length=None):
+        """Zeros of shape (batch, n_layers, 2, max_length, n_heads, d_head).
+
+        Keys and values of earlier positions are written in place by
+        `call_with_cache`, so each new token costs one position's work.
+        """
+        c = self.config
+        max_length = c.context_length if max_length is None else max_length
+        if max_length > c.context_length:
+            raise ValueError(f"Cache length {max_length} exceeds "
+                             f"context_length={c.context_length}.")
+        return ops.zeros((batch_size, c.n_layers, 2, max_length, c.n_heads,
+                          c.d_head), dtype=self.compute_dtype)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Logits for `token_ids` placed at `cache_index` onwards.
+
+        Args:
+            token_ids: (batch, seq) new tokens (the whole prompt for the
+                prefill, one token per decoding step).
+            cache: From `init_cache` or a previous call.
+            cache_index: Position of `token_ids[:, 0]` (int or scalar tensor).
+
+        Returns:
+            `(logits, cache)`: logits (batch, seq, vocab_size) and the cache
+            with this call's keys and values written in.
+        """
+        x = self.embed(token_ids, start_index=cache_index)
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, cache=cache[:, i],
+                                   cache_index=cache_index)
+            layers.append(layer_cache)
+        return self.unembed(x), ops.stack(layers, axis=1)
+
+    # Interpretability -----------------------------------------------------------
+
+    def inspect(self, token_ids):
+        """Everything the model computed on one input, layer by layer.
+
+        Args:
+            token_ids: int tensor (batch, seq).
+
+        Returns:
+            A dict with `"logits"` (batch, seq, vocab); `"residual_stream"`,
+            a list of n_layers + 1 tensors (batch, seq, d_model): the
+            embeddings, then the stream after each block; and
+            `"attention_weights"`, a list of n_layers tensors (batch, heads,
+            seq, seq) whose rows sum to 1 and are 0 above the diagonal.
+        """
+        x = self.embed(token_ids)
+        residuals, weights = [x], []
+        for block in self.blocks:
+            x, layer_weights = block(x, return_attention_weights=True)
+            residuals.append(x)
+            weights.append(layer_weights)
+        return {"logits": self.unembed(x), "residual_stream": residuals,
+                "attention_weights": weights}
+
+    def _check_length(self, token_ids, start_index):
+        if len(token_ids.shape) != 2:
+            raise ValueError("GPT expects token ids of shape (batch, seq); got "
+                             f"shape {tuple(token_ids.shape)}.")
+        length = token_ids.shape[1]
+        if length is None or not isinstance(start_index, int):
+            return
+        if start_index + length > self.config.context_length:
+            raise ValueError(
+                f"Sequence length {start_index + length} exceeds "
+                f"context_length={self.config.context_length}; pass at most "
+                f"{self.config.context_length} tokens (or truncate the left).")
+
+    def get_config(self):
+        base = keras.layers.Layer.get_config(self)
+        return {**base, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(GPTConfig.from_dict(config.pop("config")), **config)
