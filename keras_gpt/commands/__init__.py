@@ -1,0 +1,1 @@
+"""One module per `keras-gpt` subcommand; each has `register(subparsers)`."""
