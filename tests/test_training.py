@@ -66,7 +66,7 @@ def test_weight_decay_skips_biases_norms_and_embeddings():
                                warmup_steps=0, weight_decay=0.5,
                                clipnorm=None)
     variables = model.trainable_variables
-    optimizer.apply([np.zeros(v.shape, "float32") for v in variables],
+    optimizer.apply([keras.ops.zeros(v.shape) for v in variables],
                     variables)
     for v in variables:
         value = to_numpy(v)
