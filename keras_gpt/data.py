@@ -1,0 +1,407 @@
+"""Corpus -> token file on disk -> `tf.data` windows `(x, y)` for `model.fit`.
+
+1. `find_text_files` lists the text files of files, folders and globs.
+2. `build_token_file` tokenizes documents once into a flat file of ids
+   (end-of-text between documents), cached by content and tokenizer.
+3. `load_tokens` memory-maps it; `split_tokens` cuts off the last part for
+   validation.
+4. `make_windows_dataset` / `make_eval_dataset` read random windows of
+   `context_length + 1` tokens: `x = window[:-1]`, `y = window[1:]`.
+
+Files are read as UTF-8 with `errors="surrogateescape"` and `newline=""`, so
+a document's text holds its exact bytes: `ByteTokenizer` encodes undecodable
+bytes as themselves, `BPETokenizer` and `GPT2Tokenizer` encode them as U+FFFD
+(via byte fallback), and `CharTokenizer` raises a ValueError naming the
+character unless it was made with `unknown="replace"`.
+"""
+
+import atexit
+import glob
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+# Prose and source code; files named explicitly are taken whatever their suffix.
+TEXT_EXTENSIONS = (
+    ".txt", ".text", ".md", ".markdown", ".rst", ".tex",
+    ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts",
+    ".go", ".rs", ".sh", ".html", ".css", ".yaml", ".yml", ".toml", ".cfg", ".ini",
+)
+
+
+def find_text_files(paths, extensions=TEXT_EXTENSIONS):
+    """Lists the non-empty text files named by files, folders and globs.
+
+    A file is taken whatever its suffix. A folder is walked recursively,
+    taking files whose suffix (any case) is in `extensions` and skipping
+    hidden files and folders (names starting with "."). A pattern with
+    `*`, `?` or `[` is expanded with `glob` (`**` recurses); matched files are
+    taken, matched folders walked. Empty files are left out.
+
+    Args:
+        paths: a path or pattern, or a list of them (str or Path).
+        extensions: suffixes taken inside folders.
+
+    Returns:
+        A list of `Path`s: in argument order, sorted within each argument,
+        without duplicates.
+
+    Raises:
+        FileNotFoundError: a path that does not exist or a pattern that
+            matches nothing (the message names it).
+        ValueError: no text file was found, or all of them are empty.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    extensions = tuple(e.lower() for e in extensions)
+    found = []
+    for arg in paths:
+        arg = os.fspath(arg)
+        if any(c in arg for c in "*?["):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"No file or folder matches {arg!r}.")
+        elif os.path.exists(arg):
+            matches = [arg]
+        else:
+            raise FileNotFoundError(f"No such file or folder: {arg!r}.")
+        for match in matches:
+            if os.path.isdir(match):
+                found.extend(_walk(Path(match), extensions))
+            else:
+                found.append(Path(match))
+    seen, unique = set(), []
+    for path in found:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    if not unique:
+        raise ValueError(f"No text files ({' '.join(extensions)}) found in {list(paths)}.")
+    files = [p for p in unique if p.stat().st_size > 0]
+    if not files:
+        raise ValueError(f"All {len(unique)} text files found in {list(paths)} are empty.")
+    return files
+
+
+def _walk(folder, extensions):
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.startswith(".") and name.lower().endswith(extensions):
+                files.append(Path(root) / name)
+    return files
+
+
+def read_text_file(path):
+    """Reads a file as UTF-8, keeping undecodable bytes and line endings."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        return f.read()
+
+
+def iter_documents(source):
+    """Yields the documents of `source` as strings (see `build_token_file`)."""
+    for item in _as_items(source):
+        yield item if isinstance(item, str) else read_text_file(item)
+
+
+def _as_items(source):
+    if isinstance(source, (str, os.PathLike)):
+        return [source]
+    return list(source)
+
+
+def _text_blocks(item, chunk_chars):
+    """Yields the text of a document (str) or file (Path) in blocks."""
+    if isinstance(item, str):
+        for start in range(0, len(item), chunk_chars):
+            yield item[start : start + chunk_chars]
+        return
+    with open(item, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        yield from iter(lambda: f.read(chunk_chars), "")
+
+
+def _safe_cut(text):
+    """Index after the last newline with non-whitespace on both sides, or 0.
+
+    Encoding the two sides of such a newline apart gives the same ids as
+    encoding them together, for every tokenizer here (no BPE piece contains
+    a newline, and GPT-2's pre-tokenizer splits there too).
+    """
+    i = text.rfind("\n", 0, len(text) - 1)
+    while i > 0:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        i = text.rfind("\n", 0, i)
+    return 0
+
+
+def _text_chunks(item, chunk_chars):
+    """Yields about `chunk_chars` characters at a time, cut at safe newlines."""
+    pending = ""
+    for block in _text_blocks(item, chunk_chars):
+        pending += block
+        cut = _safe_cut(pending)
+        if cut:
+            yield pending[:cut]
+            pending = pending[cut:]
+    if pending:
+        yield pending
+
+
+def _source_hash(items):
+    """sha256 over the bytes of every document, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        if isinstance(item, str):
+            data = item.encode("utf-8", errors="surrogateescape")
+            digest.update(f"\0doc\0{len(data)}\0".encode())
+            digest.update(data)
+            continue
+        digest.update(f"\0file\0{os.path.getsize(item)}\0".encode())
+        with open(item, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def token_dtype(vocab_size):
+    """uint16 when every id fits (vocab_size <= 65536), else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
+
+
+def build_token_file(source, tokenizer, cache_dir, chunk_chars=1 << 20):
+    """Tokenizes documents once into a flat file of ids, cached on disk.
+
+    Documents are joined with `tokenizer.eot_id` between them (empty documents
+    are skipped). Ids are stored as `token_dtype(tokenizer.vocab_size)`, next
+    to a JSON file with the dtype and counts. The file name is a hash of the
+    documents' bytes and of the tokenizer's kind and files, so a second call
+    with the same inputs returns at once without tokenizing. Documents are
+    read and encoded about `chunk_chars` characters at a time, cut at
+    newlines where that cannot change the ids, and written as they come; the
+    file is written under a temporary name and then `os.replace`d.
+
+    Args:
+        source: documents: a list whose `str` items are document texts and
+            whose `Path` (os.PathLike) items are files to read; or one of them.
+            Files are read twice (hash, then tokens) but never held whole, so
+            pass paths for corpora larger than memory.
+        tokenizer: a `keras_gpt.tokenizers.Tokenizer`.
+        cache_dir: folder for token files (created if needed).
+        chunk_chars: characters per encode call.
+
+    Returns:
+        The `Path` of the token file; open it with `load_tokens`.
+
+    Raises:
+        ValueError: the documents give no tokens.
+    """
+    items = _as_items(source)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(
+        f"{FORMAT_VERSION}\0{tokenizer.kind}\0{tokenizer.fingerprint}\0"
+        f"{_source_hash(items)}".encode()
+    ).hexdigest()[:32]
+    path = cache_dir / f"tokens-{tokenizer.kind}-{key}.bin"
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file() and path.is_file():
+        return path
+
+    dtype = token_dtype(tokenizer.vocab_size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    num_tokens = num_documents = 0
+    try:
+        with open(tmp, "wb") as f:
+            for number, item in enumerate(items):
+                started = False  # this document has given tokens
+                start = 0
+                for chunk in _text_chunks(item, chunk_chars):
+                    ids = _encode(tokenizer, chunk, dtype, number, item, start)
+                    start += len(chunk)
+                    if ids.size and not started:
+                        if num_documents:
+                            ids = np.concatenate([[tokenizer.eot_id], ids]).astype(dtype)
+                        started = True
+                    ids.tofile(f)
+                    num_tokens += ids.size
+                num_documents += started
+        if num_tokens == 0:
+            raise ValueError(f"No tokens: all {len(items)} documents are empty.")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {
+        "format": FORMAT_VERSION, "dtype": dtype.name, "num_tokens": num_tokens,
+        "num_documents": num_documents, "eot_id": tokenizer.eot_id,
+        "vocab_size": tokenizer.vocab_size, "tokenizer_kind": tokenizer.kind,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+    }
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp_meta, meta_path)
+    return path
+
+
+def _encode(tokenizer, text, dtype, number, item, start):
+    """`tokenizer.encode(text)` as an array; errors name the document."""
+    try:
+        return np.asarray(tokenizer.encode(text), dtype=dtype)
+    except ValueError as error:
+        where = f"document {number}" if isinstance(item, str) else f"file {item}"
+        raise ValueError(
+            f"Cannot tokenize {where} (text from character {start}): {error}"
+        ) from error
+
+
+def load_tokens(path):
+    """Memory-maps a token file written by `build_token_file` (read-only).
+
+    Returns:
+        A 1-D `np.memmap` of the file's dtype (see its `.json` metadata).
+    """
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"No metadata {meta_path} for token file {path}.")
+    meta = json.loads(meta_path.read_text())
+    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+
+
+def split_tokens(tokens, val_fraction=0.1):
+    """Splits a token stream into (train, val): the LAST fraction is validation.
+
+    Args:
+        tokens: a 1-D array (e.g. from `load_tokens`); views are returned.
+        val_fraction: in [0, 1); `int(len(tokens) * val_fraction)` tokens go
+            to validation (0 gives an empty validation array).
+
+    Raises:
+        ValueError: `val_fraction` outside [0, 1).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    split = len(tokens) - int(len(tokens) * val_fraction)
+    return tokens[:split], tokens[split:]
+
+
+class _ReadTracker:
+    """Lets background `tf.data` reads settle before the interpreter exits.
+
+    A `tf.data` thread that calls into Python while the interpreter shuts down
+    waits forever for the GIL, so a script that exits right after taking a
+    batch from a live iterator could hang. At exit we wait (at most
+    `max_wait` s) until no window has been read for `quiet` s: by then the
+    prefetch buffers are full and their threads idle.
+    """
+
+    def __init__(self, quiet=0.2, max_wait=3.0):
+        self.last, self.quiet, self.max_wait, self.registered = 0.0, quiet, max_wait, False
+
+    def register(self):
+        if not self.registered:
+            atexit.register(self.wait)
+            self.registered = True
+
+    def wait(self):
+        deadline = time.monotonic() + self.max_wait
+        while time.monotonic() < min(deadline, self.last + self.quiet):
+            time.sleep(self.quiet / 4)
+
+
+_READS = _ReadTracker()
+
+
+def _windows_dataset(tokens, context_length, batch_size, seed, batch_indices):
+    """Maps batch indices to (x, y) windows at seeded random offsets."""
+    import tensorflow as tf
+
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}.")
+    window = context_length + 1
+    if len(tokens) < window:
+        raise ValueError(
+            f"Too few tokens for one window: {len(tokens)} tokens, but "
+            f"context_length + 1 = {window} are needed."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    span = np.arange(window, dtype=np.int64)
+
+    def read(offsets):  # NumPy: touches only the pages of a memmap it needs.
+        _READS.last = time.monotonic()
+        return tokens[offsets[:, None] + span].astype(np.int32)
+
+    _READS.register()
+
+    def make_batch(index):
+        offsets = tf.random.stateless_uniform(
+            [batch_size], seed=tf.stack([tf.constant(seed, tf.int64), index]),
+            minval=0, maxval=len(tokens) - context_length, dtype=tf.int64,
+        )
+        windows = tf.numpy_function(read, [offsets], tf.int32, stateful=False)
+        windows.set_shape([batch_size, window])
+        return windows[:, :-1], windows[:, 1:]
+
+    return batch_indices.map(
+        make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def make_windows_dataset(tokens, context_length, batch_size, seed=0, skip_batches=0):
+    """An infinite `tf.data.Dataset` of training batches `(x, y)`.
+
+    Batch `i` holds `batch_size` windows of `context_length + 1` tokens at
+    offsets drawn uniformly from `[0, len(tokens) - context_length - 1]` by a
+    stateless generator keyed on `(seed, i)`; `x = window[:-1]`,
+    `y = window[1:]`, both int32 of shape `(batch_size, context_length)`. So
+    the same seed gives the same stream, and `skip_batches=n` starts at batch
+    `n` of that stream (resuming a run) without reading batches `0..n-1`.
+    Windows are gathered by `tf.numpy_function` from `tokens`, which may be a
+    memory-map: only the windows read are loaded. The dataset therefore
+    holds a Python function: it feeds `model.fit` on every backend but
+    cannot be serialized into a SavedModel, and an exiting interpreter waits
+    (up to 3 s) for its background reads to go idle, since a `tf.data`
+    thread calling Python during shutdown would hang the exit.
+
+    Args:
+        tokens: 1-D array of ids, e.g. a `load_tokens` memmap.
+        context_length: tokens per example.
+        batch_size: examples per batch.
+        seed: integer seed of the offsets.
+        skip_batches: number of batches already consumed.
+
+    Raises:
+        ValueError: fewer than `context_length + 1` tokens.
+    """
+    import tensorflow as tf
+
+    if skip_batches < 0:
+        raise ValueError(f"skip_batches must be >= 0, got {skip_batches}.")
+    indices = tf.data.Dataset.counter(start=skip_batches, dtype=tf.int64)
+    return _windows_dataset(tokens, context_length, batch_size, seed, indices)
+
+
+def make_eval_dataset(tokens, context_length, batch_size, steps, seed=0):
+    """A finite dataset of `steps` batches `(x, y)`, the same on every call.
+
+    Uses the offsets of `make_windows_dataset(tokens, ..., seed)`'s first
+    `steps` batches, so evaluations at different times see the same windows.
+
+    Raises:
+        ValueError: fewer than `context_length + 1` tokens, or `steps < 1`.
+    """
+    import tensorflow as tf
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    indices = tf.data.Dataset.range(steps)
+    return _windows_dataset(tokens, context_length, batch_size, seed, indices)
