@@ -1,0 +1,167 @@
+"""Keras callbacks of a training run: throughput, metrics log, checkpoints,
+samples and the loss curve. Each evaluation is the end of a Keras epoch."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+
+
+def _float(value):
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def atomic_write_text(path, text):
+    """Write `text` to `path` through a temporary file and a rename."""
+    tmp = Path(f"{path}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds perplexity and tokens/s to the logs the progress bar shows.
+
+    Args:
+        tokens_per_step: batch_size * context_length.
+    """
+
+    def __init__(self, tokens_per_step):
+        super().__init__()
+        self.tokens_per_step = tokens_per_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = None
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._start is None:  # the first step includes compilation
+            self._start = now
+        else:
+            self._steps += 1
+        if logs is not None and "loss" in logs:
+            logs["perplexity"] = math.exp(min(_float(logs["loss"]), 50.0))
+            if self._steps:
+                logs["tok/s"] = self.tokens_per_s(now)
+
+    def tokens_per_s(self, now=None):
+        if not self._steps:
+            return float("nan")
+        now = time.perf_counter() if now is None else now
+        return self._steps * self.tokens_per_step / (now - self._start)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["tok/s"] = self.tokens_per_s()
+        for key in ("loss", "val_loss"):
+            if key in logs:
+                name = "perplexity" if key == "loss" else "val_perplexity"
+                logs[name] = math.exp(min(_float(logs[key]), 50.0))
+
+
+class RunLogger(keras.callbacks.Callback):
+    """At each evaluation: checkpoint the run, append to metrics.jsonl,
+    redraw the loss curve.
+
+    The checkpoint (`checkpoint.weights.h5`: weights and optimizer state,
+    whose step counter is the run's step) and `model.keras` are written to
+    temporary names and renamed, so a kill leaves the previous ones whole.
+
+    Args:
+        run_dir: The run directory.
+        wall_offset: Seconds already spent by earlier sessions of this run.
+        throughput: The run's `Throughput` callback.
+    """
+
+    def __init__(self, run_dir, throughput, wall_offset=0.0):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.throughput = throughput
+        self.wall_offset = wall_offset
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = int(_float(self.model.optimizer.iterations))
+        self.save_checkpoint()
+        record = {"step": step,
+                  "loss": _float(logs["loss"]) if "loss" in logs else None,
+                  "val_loss": (_float(logs["val_loss"]) if "val_loss" in logs
+                               else None),
+                  "tokens_per_s": self.throughput.tokens_per_s(),
+                  "wall_s": self.wall_s()}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        plot_losses(self.run_dir)
+
+    def wall_s(self):
+        return round(self.wall_offset + time.time() - self.started, 3)
+
+    def save_checkpoint(self):
+        pid = os.getpid()
+        weights = self.run_dir / "checkpoint.weights.h5"
+        tmp = self.run_dir / f"checkpoint.tmp-{pid}.weights.h5"
+        self.model.save_weights(tmp)
+        os.replace(tmp, weights)
+        tmp = self.run_dir / f"model.tmp-{pid}.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.run_dir / "model.keras")
+        atomic_write_text(self.run_dir / "state.json", json.dumps(
+            {"step": int(_float(self.model.optimizer.iterations)),
+             "wall_s": self.wall_s()}))
+
+
+class Samples(keras.callbacks.Callback):
+    """Prints a few sampled continuations at each evaluation."""
+
+    def __init__(self, tokenizer, prompts, max_new_tokens=80,
+                 temperature=0.8, top_k=40, seed=0):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        self.kwargs = dict(max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, seed=seed)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_gpt.generation import generate
+
+        if not self.prompts:
+            return
+        budget = self.model.config.context_length - max(
+            len(self.tokenizer.encode(p)) for p in self.prompts)
+        kwargs = {**self.kwargs,
+                  "max_new_tokens": min(self.kwargs["max_new_tokens"], budget)}
+        texts = generate(self.model, self.prompts, tokenizer=self.tokenizer,
+                         **kwargs)
+        for prompt, text in zip(self.prompts, texts):
+            print(f"--- sample: {prompt!r} ->\n{prompt}{text}\n", flush=True)
+
+
+def plot_losses(run_dir):
+    """Draw `loss.png` (train and validation loss by step) from
+    `metrics.jsonl`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    run_dir = Path(run_dir)
+    records = [json.loads(line) for line in
+               (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            axes.plot(*zip(*points), marker="o", label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("cross-entropy (nats/token)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    tmp = run_dir / f"loss.tmp-{os.getpid()}.png"
+    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    pyplot.close(figure)
+    os.replace(tmp, run_dir / "loss.png")

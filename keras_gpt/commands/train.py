@@ -1,0 +1,73 @@
+"""`keras-gpt train`: train a GPT on text files, or on the embedded default
+corpus (the Python documentation shipped with CPython) when --data is
+omitted."""
+
+import time
+
+from keras_gpt.config import PRESETS
+from keras_gpt.run import DEFAULT_MODEL, DEFAULTS, RunOptions, train_run
+
+
+def register(commands):
+    p = commands.add_parser(
+        "train", help=__doc__.splitlines()[0][len("`keras-gpt train`: "):],
+        description=__doc__)
+    d = DEFAULTS
+    p.add_argument("--data", nargs="+", metavar="PATH",
+                   help="Text files, folders (recursive) or globs. Default: "
+                        "the Python documentation topics shipped with Python.")
+    p.add_argument("--tokenizer", choices=("bpe", "byte", "char"),
+                   help=f"Default {d['tokenizer']}.")
+    p.add_argument("--vocab-size", type=int,
+                   help=f"BPE vocabulary size (default {d['vocab_size']}).")
+    p.add_argument("--preset", choices=list(PRESETS), metavar="PRESET",
+                   help="A GPTConfig preset; the flags below override it.")
+    for flag in ("n_layers", "n_heads", "d_model", "context_length"):
+        p.add_argument("--" + flag.replace("_", "-"), type=int,
+                       help=f"Default {DEFAULT_MODEL[flag]}.")
+    p.add_argument("--positions", choices=("learned", "sinusoidal", "rotary"))
+    p.add_argument("--dropout", type=float, help=f"Default {d['dropout']}.")
+    p.add_argument("--batch-size", type=int, help=f"Default {d['batch_size']}.")
+    p.add_argument("--steps", type=int, help=f"Default {d['steps']}.")
+    p.add_argument("--learning-rate", type=float,
+                   help=f"Peak learning rate (default {d['learning_rate']}).")
+    p.add_argument("--warmup-steps", type=int,
+                   help="Default 10%% of --steps.")
+    p.add_argument("--eval-every", type=int,
+                   help=f"Steps between evaluations and checkpoints "
+                        f"(default {d['eval_every']}).")
+    p.add_argument("--eval-steps", type=int,
+                   help=f"Validation batches per evaluation "
+                        f"(default {d['eval_steps']}).")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"Last part of the tokens kept for validation "
+                        f"(default {d['val_fraction']}).")
+    p.add_argument("--seed", type=int, help=f"Default {d['seed']}.")
+    p.add_argument("--samples", type=int,
+                   help=f"Continuations printed per evaluation "
+                        f"(default {d['samples']}).")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="Run directory (default runs/<date-time>).")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the run in --out from its last checkpoint.")
+    p.add_argument("--cache-dir",
+                   help="Token file cache (default ~/.cache/keras_gpt).")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out RUN_DIR (the run to continue).")
+    out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
+    fields = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__}
+    try:
+        final = train_run(out, RunOptions(**fields), resume=args.resume,
+                          cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. {out} holds the last checkpoint; continue with "
+              f"keras-gpt train --out {out} --resume")
+        return 130
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items()
+                        if isinstance(v, float))
+    print(f"Done: {out} (step {final['step']}{', ' + summary if summary else ''})")
+    return 0
