@@ -20,6 +20,7 @@ _EXPORTS = {
     "compile_for_pretraining": "keras_gpt.training",
     "make_optimizer": "keras_gpt.training",
     "next_token_loss": "keras_gpt.training",
+    "generate": "keras_gpt.generation",
 }
 
 __all__ = sorted(_EXPORTS) + ["layers"]
