@@ -131,8 +131,9 @@ class Samples(keras.callbacks.Callback):
 
         if not self.prompts:
             return
+        # An empty prompt starts from end-of-text, which takes a position.
         budget = self.model.config.context_length - max(
-            len(self.tokenizer.encode(p)) for p in self.prompts)
+            max(1, len(self.tokenizer.encode(p))) for p in self.prompts)
         kwargs = {**self.kwargs,
                   "max_new_tokens": min(self.kwargs["max_new_tokens"], budget)}
         texts = generate(self.model, self.prompts, tokenizer=self.tokenizer,
