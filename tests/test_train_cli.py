@@ -29,10 +29,13 @@ def train(tmp_path, *args):
     return main(["train", "--cache-dir", str(tmp_path / "cache"), *args])
 
 
-def test_train_writes_a_complete_run(tmp_path, corpus):
+def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
     out = tmp_path / "run"
     assert train(tmp_path, "--data", str(corpus), *TINY, "--steps", "4",
-                 "--eval-every", "2", "--out", str(out)) == 0
+                 "--eval-every", "2", "--samples", "1", "--out",
+                 str(out)) == 0
+    # One sampled continuation per evaluation, even at context 16.
+    assert capsys.readouterr().out.count("--- sample: ''") == 2
     for name in ("model.keras", "checkpoint.weights.h5", "config.json",
                  "run.json", "state.json", "metrics.jsonl", "loss.png",
                  "tokenizer/tokenizer.json"):
