@@ -21,15 +21,6 @@ def windows(data, context_length, count, rng):
     return chunk[:, :-1], chunk[:, 1:]
 
 
-def greedy(model, prompt_ids, new_tokens):
-    ids = list(prompt_ids)
-    window = model.config.context_length
-    for _ in range(new_tokens):
-        logits = model(np.array([ids[-window:]], "int32"))
-        ids.append(int(np.argmax(keras.ops.convert_to_numpy(logits)[0, -1])))
-    return ids[len(prompt_ids):]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -55,7 +46,8 @@ def main():
               validation_data=(vx, vy), verbose=2)
     print(f"trained {args.steps} steps in {time.time() - start:.1f} s")
     prompt = "The return statement"
-    out = greedy(model, list(prompt.encode()), 120)
+    out = model.generate(list(prompt.encode()), max_new_tokens=40,
+                         temperature=0)
     print("greedy continuation:\n" + prompt
           + bytes(out).decode("utf-8", errors="replace"))
 
