@@ -134,30 +134,32 @@ class GPT(keras.Model):
 
     # Cached decoding ----------------------------------------------------------
 
-    def init_cache(self, batch_size, max_length=None, per_layer=False):
-        """Zeros of shape (batch, n_layers, 2, max_length, n_heads, d_head).
+    def init_cache(self, batch_size, max_length=None):
+        """An empty key/value cache: one `(keys, values)` pair per layer.
 
-        Keys and values of earlier positions are written in place by
-        `call_with_cache`, so each new token costs one position's work.
-        With `per_layer=True`, a list with one `(keys, values)` pair per
-        layer, keys (batch * n_heads, d_head, max_length) and values
-        (batch * n_heads, max_length, d_head): the layout the compiled
-        decoding loop uses (no restacking, transposes or copies per step).
+        Keys are zeros (batch * n_heads, d_head, max_length) (stored
+        transposed) and values zeros (batch * n_heads, max_length, d_head),
+        in the compute dtype. `call_with_cache` writes the keys and values of
+        new positions in place, so each new token costs one position's work,
+        and attention is two plain batched matmuls (no restacking,
+        transposes or copies per decoding step).
+
+        Args:
+            batch_size: Rows in the batch.
+            max_length: Positions the cache holds (default and most:
+                `context_length`).
         """
         c = self.config
         max_length = c.context_length if max_length is None else max_length
         if max_length > c.context_length:
             raise ValueError(f"Cache length {max_length} exceeds "
                              f"context_length={c.context_length}.")
-        if per_layer:
-            rows = batch_size * c.n_heads
-            return [(ops.zeros((rows, c.d_head, max_length),
-                               dtype=self.compute_dtype),
-                     ops.zeros((rows, max_length, c.d_head),
-                               dtype=self.compute_dtype))
-                    for _ in range(c.n_layers)]
-        return ops.zeros((batch_size, c.n_layers, 2, max_length, c.n_heads,
-                          c.d_head), dtype=self.compute_dtype)
+        rows = batch_size * c.n_heads
+        return [(ops.zeros((rows, c.d_head, max_length),
+                           dtype=self.compute_dtype),
+                 ops.zeros((rows, max_length, c.d_head),
+                           dtype=self.compute_dtype))
+                for _ in range(c.n_layers)]
 
     def call_with_cache(self, token_ids, cache, cache_index):
         """Logits for `token_ids` placed at `cache_index` onwards.
@@ -165,24 +167,21 @@ class GPT(keras.Model):
         Args:
             token_ids: (batch, seq) new tokens (the whole prompt for the
                 prefill, one token per decoding step).
-            cache: From `init_cache` or a previous call (either layout).
+            cache: From `init_cache` or a previous call: a list of one
+                `(keys, values)` pair per layer.
             cache_index: Position of `token_ids[:, 0]` (int or scalar tensor).
 
         Returns:
             `(logits, cache)`: logits (batch, seq, vocab_size) and the cache
-            with this call's keys and values written in, in the layout it
-            came in.
+            (a new list of pairs) with this call's keys and values written in.
         """
-        per_layer = isinstance(cache, (list, tuple))
         x = self.embed(token_ids, start_index=cache_index)
         layers = []
-        for i, block in enumerate(self.blocks):
-            x, layer_cache = block(
-                x, cache=cache[i] if per_layer else cache[:, i],
-                cache_index=cache_index)
+        for block, layer_cache in zip(self.blocks, cache, strict=True):
+            x, layer_cache = block(x, cache=layer_cache,
+                                   cache_index=cache_index)
             layers.append(layer_cache)
-        cache = layers if per_layer else ops.stack(layers, axis=1)
-        return self.unembed(x), cache
+        return self.unembed(x), layers
 
     # Interpretability -----------------------------------------------------------
 

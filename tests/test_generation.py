@@ -10,7 +10,7 @@ from conftest import to_numpy
 import keras_gpt
 from keras_gpt import GPT, GPTConfig
 from keras_gpt import backend as backend_lib
-from keras_gpt import generation, samplers
+from keras_gpt import decoding, generation, samplers
 from keras_gpt.commands import generate as generate_command
 
 VOCAB = 37
@@ -275,7 +275,7 @@ def test_stop_ids_end_rows_independently(model):
                               stop=[free[1][0]])
     assert both == [row[:c] for row, c in zip(free, cuts)]
     ends = [len(p) + c + 1 for p, c in zip(prompts, cuts)]  # positions + 1
-    assert generation._decoder(model).last_steps == max(ends) - 1  # from 1
+    assert decoding.decoder_for(model).last_steps == max(ends) - 1  # from 1
 
 
 def test_text_prompts_stream_and_stop_strings(byte_model):
@@ -384,7 +384,7 @@ def test_bad_input_names_value_and_limit(model, kwargs, message):
 @pytest.mark.skipif(keras.backend.backend() == "torch",
                     reason="torch decodes eagerly (nothing is traced)")
 def test_same_shapes_do_not_retrace(model):
-    decoder = generation._decoder(model)
+    decoder = decoding.decoder_for(model)
     keras_gpt.generate(model, [[1, 2, 3]], max_new_tokens=5, temperature=0,
                        eot_id=None)
     traces = decoder.traces
@@ -396,21 +396,7 @@ def test_same_shapes_do_not_retrace(model):
     assert decoder.traces == traces
 
 
-# The cached paths the loop uses -------------------------------------------------
-
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
-def test_per_layer_cache_equals_the_full_pass(positions):
-    m = GPT(tiny(positions=positions, context_length=12))
-    x = np.random.default_rng(0).integers(0, VOCAB, (2, 10))
-    full = to_numpy(m(x))
-    cache = m.init_cache(2, 12, per_layer=True)
-    logits, cache = m.call_with_cache(x[:, :6], cache, 0)
-    np.testing.assert_allclose(to_numpy(logits), full[:, :6], atol=1e-5)
-    for t in range(6, 10):
-        logits, cache = m.call_with_cache(x[:, t:t + 1], cache, t)
-        np.testing.assert_allclose(to_numpy(logits)[:, 0], full[:, t],
-                                   atol=1e-5)
-
+# The lean PyTorch path the loop uses ------------------------------------------
 
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="the lean decoder is PyTorch's")

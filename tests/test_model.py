@@ -62,6 +62,11 @@ def test_cached_steps_equal_the_full_pass(positions):
     x = ids(2, 10)
     full = to_numpy(model(x))
     cache = model.init_cache(2)
+    # One (keys, values) pair per layer; keys stored transposed.
+    assert len(cache) == 2
+    for keys, values in cache:
+        assert tuple(keys.shape) == (2 * 2, 8, 12)
+        assert tuple(values.shape) == (2 * 2, 12, 8)
     logits, cache = model.call_with_cache(x[:, :6], cache, 0)
     np.testing.assert_allclose(to_numpy(logits), full[:, :6], atol=1e-5)
     for t in range(6, 10):

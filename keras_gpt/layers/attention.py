@@ -37,14 +37,12 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Call arguments:
         inputs: The (normalised) residual stream, (batch, seq, d_model).
-        cache: Optional key/value cache (batch, 2, max_length, n_heads,
-            d_head); the new keys and values are written into it at
-            `cache_index` and attention reads all filled positions. Or a
-            `(keys, values)` pair in the decoding layout: keys
+        cache: Optional `(keys, values)` pair from `GPT.init_cache`: keys
             (batch * n_heads, d_head, max_length), values (batch * n_heads,
-            max_length, d_head), which XLA updates in place and multiplies
-            without transposes (several times faster per step on CPU); it
-            is returned as a pair.
+            max_length, d_head). The new keys and values are written into it
+            at `cache_index` and attention reads all filled positions; the
+            layout lets XLA update it in place and multiply without
+            transposes. The updated pair is returned.
         cache_index: Position of the first token of `inputs` in the cache.
         return_attention_weights: Also return the weights (batch, heads,
             seq, keys).
@@ -105,48 +103,36 @@ class CausalSelfAttention(keras.layers.Layer):
             query = self.rotary(query, start_index=cache_index)
             key = self.rotary(key, start_index=cache_index)
 
-        if isinstance(cache, (tuple, list)):
-            return self._call_with_pair_cache(
+        if cache is not None:
+            return self._call_with_cache(
                 batch, length, query, key, value, cache, cache_index,
                 return_attention_weights)
-        if cache is None:
-            mask = None  # plain causal triangle
-        else:
-            update = ops.stack([key, value], axis=1)
-            cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0),
-                                     ops.cast(update, cache.dtype))
-            key, value = cache[:, 0], cache[:, 1]
-            # Query i (at position cache_index + i) sees keys 0..its position.
-            query_positions = ops.arange(length) + cache_index
-            key_positions = ops.arange(ops.shape(cache)[2])
-            mask = key_positions[None, :] <= query_positions[:, None]
-            mask = mask[None, None]
 
         if return_attention_weights:
-            outputs, weights = self._attend_explicitly(query, key, value, mask)
+            outputs, weights = self._attend_explicitly(query, key, value)
         else:
             outputs = ops.dot_product_attention(
-                query, key, value, mask=mask, is_causal=mask is None,
+                query, key, value, is_causal=True,
                 scale=1.0 / math.sqrt(self.d_head))
         outputs = self.out(ops.reshape(
             outputs, (batch, length, self.n_heads * self.d_head)))
-
-        result = (outputs,)
         if return_attention_weights:
-            result += (weights,)
-        if cache is not None:
-            result += (cache,)
-        return result[0] if len(result) == 1 else result
+            return outputs, weights
+        return outputs
 
-    def _call_with_pair_cache(self, batch, length, query, key, value, cache,
-                              cache_index, return_attention_weights):
-        """Cached attention in the decoding layout (see `call`).
+    def _call_with_cache(self, batch, length, query, key, value, cache,
+                         cache_index, return_attention_weights):
+        """Cached attention (see `call` for the cache layout).
 
         Batch and heads are merged into one leading axis and keys are stored
         transposed, so that both products are plain batched matmuls and the
         in-place cache updates are not copied (XLA on CPU otherwise copies
         the cache several times per step).
         """
+        if not isinstance(cache, (tuple, list)) or len(cache) != 2:
+            raise ValueError("cache must be a (keys, values) pair, one layer's "
+                             "entry of GPT.init_cache(); got "
+                             f"{type(cache).__name__}.")
         keys, values = cache
         rows = batch * self.n_heads
 
@@ -177,14 +163,13 @@ class CausalSelfAttention(keras.layers.Layer):
             return outputs, weights, (keys, values)
         return outputs, (keys, values)
 
-    def _attend_explicitly(self, query, key, value, mask):
+    def _attend_explicitly(self, query, key, value):
         """The seed's formula step by step, keeping the softmax weights."""
         scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"),
                             ops.cast(key, "float32"))
         scores = scores / math.sqrt(self.d_head)
-        if mask is None:
-            q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
-            mask = ops.tril(ops.ones((q_len, k_len), "bool"))[None, None]
+        q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
+        mask = ops.tril(ops.ones((q_len, k_len), "bool"))[None, None]
         scores = ops.where(mask, scores, float("-inf"))
         weights = ops.softmax(scores, axis=-1)
         outputs = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, value.dtype),
