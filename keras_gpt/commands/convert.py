@@ -1,0 +1,61 @@
+"""`keras-gpt convert --from hf|keras-hub SRC --out RUN_DIR`: a GPT-2
+checkpoint as a run directory that `generate`, `train --resume` and `export`
+accept.
+
+SRC is a local Hugging Face GPT-2 folder (config.json, model.safetensors or
+pytorch_model.bin, vocab.json, merges.txt) for `--from hf`, or for
+`--from keras-hub` a KerasHub preset folder (or name already cached) of a
+GPT2CausalLM or GPT2Backbone, or a `.keras` file of one.
+"""
+
+
+def register(commands):
+    p = commands.add_parser(
+        "convert", help="Convert a Hugging Face or KerasHub GPT-2 into a run "
+                        "directory.", description=__doc__)
+    p.add_argument("--from", dest="source_format", required=True,
+                   choices=("hf", "keras-hub"), help="Format of SRC.")
+    p.add_argument("source", metavar="SRC", help="What to convert.")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="A new (or empty) run directory.")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="Dropout rate of the converted model (default 0).")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    from pathlib import Path
+
+    from keras_gpt.convert import (ConversionError, from_huggingface,
+                                   from_keras_hub, write_run)
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConversionError(f"{out} already holds files; choose another "
+                              "--out.")
+    if args.source_format == "hf":
+        model, tokenizer = from_huggingface(args.source, dropout=args.dropout)
+    else:
+        model, tokenizer = from_keras_hub(_load_keras_hub(args.source),
+                                          dropout=args.dropout)
+        if tokenizer is None:
+            raise ConversionError(
+                f"{args.source} holds no tokenizer (a bare backbone); a run "
+                "directory needs one: convert a GPT2CausalLM preset.")
+    write_run(model, tokenizer, out)
+    print(f"Converted {args.source} -> {out}: {model.config.n_layers} "
+          f"layers, d_model {model.config.d_model}, vocab "
+          f"{model.config.vocab_size}, {model.count_params():,} parameters.")
+    return 0
+
+
+def _load_keras_hub(source):
+    import keras
+    import keras_hub
+
+    if str(source).endswith(".keras"):
+        return keras.models.load_model(source)
+    try:
+        return keras_hub.models.GPT2CausalLM.from_preset(source)
+    except Exception:  # a backbone-only preset
+        return keras_hub.models.GPT2Backbone.from_preset(source)
