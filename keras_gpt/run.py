@@ -136,7 +136,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     from keras_gpt.tokenizers import load_tokenizer
 
     run_dir = Path(run_dir)
-    stored, tokenizer, step = None, None, 0
+    stored, tokenizer = None, None
     if resume:
         if not (run_dir / "run.json").is_file():
             raise FileNotFoundError(f"Nothing to resume in {run_dir}: no "
