@@ -3,22 +3,16 @@ samples and the loss curve. Each evaluation is the end of a Keras epoch."""
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import keras
 
+from keras_gpt.files import atomic_write, replace_atomically
+
 
 def _float(value):
     return float(keras.ops.convert_to_numpy(value))
-
-
-def atomic_write_text(path, text):
-    """Write `text` to `path` through a temporary file and a rename."""
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -102,15 +96,10 @@ class RunLogger(keras.callbacks.Callback):
         return round(self.wall_offset + time.time() - self.started, 3)
 
     def save_checkpoint(self):
-        pid = os.getpid()
-        weights = self.run_dir / "checkpoint.weights.h5"
-        tmp = self.run_dir / f"checkpoint.tmp-{pid}.weights.h5"
-        self.model.save_weights(tmp)
-        os.replace(tmp, weights)
-        tmp = self.run_dir / f"model.tmp-{pid}.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.run_dir / "model.keras")
-        atomic_write_text(self.run_dir / "state.json", json.dumps(
+        replace_atomically(self.run_dir / "checkpoint.weights.h5",
+                           self.model.save_weights)
+        replace_atomically(self.run_dir / "model.keras", self.model.save)
+        atomic_write(self.run_dir / "state.json", json.dumps(
             {"step": int(_float(self.model.optimizer.iterations)),
              "wall_s": self.wall_s()}))
 
@@ -162,7 +151,8 @@ def plot_losses(run_dir):
     axes.set_ylabel("cross-entropy (nats/token)")
     axes.legend()
     axes.grid(alpha=0.3)
-    tmp = run_dir / f"loss.tmp-{os.getpid()}.png"
-    figure.savefig(tmp, dpi=100, bbox_inches="tight")
-    pyplot.close(figure)
-    os.replace(tmp, run_dir / "loss.png")
+    try:
+        replace_atomically(run_dir / "loss.png", lambda tmp: figure.savefig(
+            tmp, dpi=100, bbox_inches="tight"))
+    finally:
+        pyplot.close(figure)

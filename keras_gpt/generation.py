@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_gpt.decoding import decoder_for
-from keras_gpt.samplers import SamplerSettings
+from keras_gpt.samplers import SamplerSettings, is_int
 
 
 def generate(model, prompts, *, tokenizer=None, max_new_tokens,
@@ -90,18 +90,18 @@ def generate(model, prompts, *, tokenizer=None, max_new_tokens,
     vocab, context = config.vocab_size, config.context_length
     settings = SamplerSettings(temperature, top_k, top_p, min_p,
                                repetition_penalty).validate(vocab)
-    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is out of range: "
                          "it must be an integer >= 1.")
     if eot_id == "auto":
         eot_id = getattr(tokenizer, "eot_id", None)
-    if eot_id is not None and (not _is_int(eot_id)
+    if eot_id is not None and (not is_int(eot_id)
                                or not 0 <= eot_id < vocab):
         raise ValueError(f"eot_id={eot_id!r} is out of range: it must be in "
                          f"[0, {vocab}) for vocab_size={vocab}.")
     if seed is None:
         seed = int(np.random.randint(0, 2 ** 31 - 1))
-    elif not _is_int(seed):
+    elif not is_int(seed):
         raise ValueError(f"seed={seed!r} is invalid: it must be an integer.")
     if stream is not None and not callable(stream):
         raise ValueError(f"stream={stream!r} is not callable.")
@@ -128,10 +128,6 @@ def generate(model, prompts, *, tokenizer=None, max_new_tokens,
 
 
 # Normalising the inputs -------------------------------------------------------
-
-def _is_int(x):
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
 
 def _start_from_eot(index, eot_id):
     if eot_id is None:
@@ -160,7 +156,7 @@ def _prompt_ids(prompts, tokenizer, vocab):
     elif isinstance(prompts, (list, tuple)) and prompts:
         if all(isinstance(p, str) for p in prompts):
             single, texts = False, list(prompts)
-        elif all(_is_int(p) for p in prompts):
+        elif all(is_int(p) for p in prompts):
             single, texts, prompts = True, None, [list(prompts)]
         else:
             single, texts = False, None
@@ -183,7 +179,7 @@ def _prompt_ids(prompts, tokenizer, vocab):
                              "a list of token ids (or pass only strings).")
         row = row.tolist() if isinstance(row, np.ndarray) else list(row)
         for x in row:
-            if not _is_int(x):
+            if not is_int(x):
                 raise ValueError(f"Prompt {i} holds {x!r}: token ids must be "
                                  "integers.")
             if not 0 <= x < vocab:
@@ -213,7 +209,7 @@ def _stop_lists(stop, tokenizer, vocab, eot_id):
             encoded = tokenizer.encode(s)
             if len(encoded) == 1 and tokenizer.decode(encoded) == s:
                 ids.append(int(encoded[0]))  # also stop inside the loop
-        elif _is_int(s):
+        elif is_int(s):
             if not 0 <= s < vocab:
                 raise ValueError(f"Stop id {s} is out of range: ids must be in "
                                  f"[0, {vocab}) for vocab_size={vocab}.")

@@ -170,12 +170,12 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
 
 
 def _start_run_dir(run_dir, o, config, tokenizer):
-    from keras_gpt.callbacks import atomic_write_text
+    from keras_gpt.files import atomic_write
 
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / "tokenizer")
-    atomic_write_text(run_dir / "config.json", config.to_json())
-    atomic_write_text(run_dir / "run.json", json.dumps(o, indent=2))
+    atomic_write(run_dir / "config.json", config.to_json())
+    atomic_write(run_dir / "run.json", json.dumps(o, indent=2))
 
 
 def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose):

@@ -65,7 +65,7 @@ class SamplerSettings:
             raise ValueError(f"temperature={t!r} is invalid: it must be a "
                              "finite number >= 0 (0 is greedy).")
         k = self.top_k
-        if k is not None and (not _is_int(k) or not 1 <= k <= vocab_size):
+        if k is not None and (not is_int(k) or not 1 <= k <= vocab_size):
             raise ValueError(f"top_k={k!r} is out of range: it must be an "
                              f"integer in [1, vocab_size={vocab_size}].")
         p = self.top_p
@@ -103,7 +103,8 @@ class SamplerSettings:
                         "float32")
 
 
-def _is_int(x):
+def is_int(x):
+    """A Python or NumPy integer (not a bool)."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 

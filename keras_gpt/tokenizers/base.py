@@ -2,10 +2,11 @@
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from keras_gpt.files import atomic_write
 
 EOT_TOKEN = "<|endoftext|>"
 CONFIG_FILE = "tokenizer.json"
@@ -32,13 +33,6 @@ def _valid_unicode(text):
         return text
     except UnicodeEncodeError:
         return _utf8_bytes(text).decode("utf-8", errors="replace")
-
-
-def _atomic_write(path, data):
-    """Writes `data` (bytes) to `path` through a temporary file and os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _split_join(text, sep, sep_ids, encode_part):
@@ -179,7 +173,7 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         files = self._files()
         for name, data in files.items():
-            _atomic_write(directory / name, data)
+            atomic_write(directory / name, data)
         meta = {
             "kind": self.kind,
             "config": self._config(),
@@ -187,7 +181,7 @@ class Tokenizer:
             "vocab_size": self.vocab_size,
             "eot_id": self.eot_id,
         }
-        _atomic_write(directory / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+        atomic_write(directory / CONFIG_FILE, json.dumps(meta, indent=2).encode())
         return directory
 
     @property
