@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_gpt.layers.positions import RotaryEmbedding
+from keras_gpt.layers.rows import on_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
@@ -96,7 +97,7 @@ class CausalSelfAttention(keras.layers.Layer):
     def call(self, inputs, cache=None, cache_index=0,
              return_attention_weights=False):
         batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
-        qkv = ops.reshape(self.qkv(inputs),
+        qkv = ops.reshape(on_rows(self.qkv, inputs),
                           (batch, length, 3, self.n_heads, self.d_head))
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.rotary is not None:
@@ -114,7 +115,7 @@ class CausalSelfAttention(keras.layers.Layer):
             outputs = ops.dot_product_attention(
                 query, key, value, is_causal=True,
                 scale=1.0 / math.sqrt(self.d_head))
-        outputs = self.out(ops.reshape(
+        outputs = on_rows(self.out, ops.reshape(
             outputs, (batch, length, self.n_heads * self.d_head)))
         if return_attention_weights:
             return outputs, weights
@@ -155,7 +156,7 @@ class CausalSelfAttention(keras.layers.Layer):
         outputs = ops.matmul(ops.cast(weights, values.dtype), values)
         outputs = ops.reshape(outputs, (batch, self.n_heads, length,
                                         self.d_head))
-        outputs = self.out(ops.reshape(
+        outputs = on_rows(self.out, ops.reshape(
             ops.transpose(outputs, (0, 2, 1, 3)),
             (batch, length, self.n_heads * self.d_head)))
         if return_attention_weights:

@@ -7,6 +7,8 @@ model's knowledge is stored.
 import keras
 from keras import ops
 
+from keras_gpt.layers.rows import on_rows
+
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
 class MLP(keras.layers.Layer):
@@ -55,7 +57,10 @@ class MLP(keras.layers.Layer):
         self.down.build((*input_shape[:-1], self.d_mlp))
 
     def call(self, inputs):
-        hidden = self.up(inputs)
+        return on_rows(self._position_wise, inputs)
+
+    def _position_wise(self, rows):
+        hidden = self.up(rows)
         if self.activation == "gelu":
             hidden = ops.gelu(hidden, approximate=True)
         else:

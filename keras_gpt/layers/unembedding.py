@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_gpt.layers.rows import on_rows
+
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
 class Unembedding(keras.layers.Layer):
@@ -48,10 +50,10 @@ class Unembedding(keras.layers.Layer):
         if self.tied:
             if embeddings is None:
                 raise ValueError("A tied Unembedding needs `embeddings` (W_E).")
-            logits = ops.matmul(inputs, ops.transpose(
-                ops.cast(embeddings, inputs.dtype)))
+            kernel = ops.transpose(ops.cast(embeddings, inputs.dtype))
         else:
-            logits = ops.matmul(inputs, self.kernel)
+            kernel = self.kernel
+        logits = on_rows(lambda rows: ops.matmul(rows, kernel), inputs)
         return ops.cast(logits, "float32")
 
     def compute_output_shape(self, input_shape):
