@@ -63,7 +63,7 @@ def test_attention_matches_the_seed_formula():
     x = rng.normal(size=(2, 5, 8)).astype("float32")
     attention = CausalSelfAttention(n_heads=2, d_head=4)
     out, weights = attention(x, return_attention_weights=True)
-    fused = to_numpy(attention(x))  # dot_product_attention path
+    fused = to_numpy(attention(x))  # SDPA on torch; matmuls on CPU jax/tf
     qkv_w, qkv_b, o_w, o_b = (to_numpy(w) for w in attention.weights)
     q, k, v = np.split(x @ qkv_w + qkv_b, 3, axis=-1)
     heads = []

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gpt import backend as backend_lib
 from keras_gpt.layers.positions import RotaryEmbedding
 from keras_gpt.layers.rows import on_rows
 
@@ -22,9 +23,11 @@ class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention with a fused W_Q/W_K/W_V projection.
 
     The fused kernel has GPT-2's `c_attn` layout, (d_model, 3 * n_heads *
-    d_head), split in query, key, value order. Without attention weights
-    requested, the work runs on `keras.ops.dot_product_attention`, so GPUs use
-    their fused kernels (cuDNN on JAX, SDPA on PyTorch).
+    d_head), split in query, key, value order. On PyTorch and on
+    accelerators the work runs on `keras.ops.dot_product_attention` (SDPA,
+    cuDNN); JAX and TensorFlow on CPU, or a call asking for the attention
+    weights, use the formula itself as two heads-first batched matmuls
+    (faster there: see `keras_gpt.backend.use_fused_attention`).
 
     Args:
         n_heads: Number of heads.
@@ -97,9 +100,11 @@ class CausalSelfAttention(keras.layers.Layer):
     def call(self, inputs, cache=None, cache_index=0,
              return_attention_weights=False):
         batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
-        qkv = ops.reshape(on_rows(self.qkv, inputs),
-                          (batch, length, 3, self.n_heads, self.d_head))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # Split, not strided slices: its gradient is one concatenation
+        # (TensorFlow builds a zero-filled buffer per slice).
+        query, key, value = (
+            ops.reshape(part, (batch, length, self.n_heads, self.d_head))
+            for part in ops.split(on_rows(self.qkv, inputs), 3, axis=-1))
         if self.rotary is not None:
             query = self.rotary(query, start_index=cache_index)
             key = self.rotary(key, start_index=cache_index)
@@ -109,7 +114,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 batch, length, query, key, value, cache, cache_index,
                 return_attention_weights)
 
-        if return_attention_weights:
+        if return_attention_weights or not backend_lib.use_fused_attention():
             outputs, weights = self._attend_explicitly(query, key, value)
         else:
             outputs = ops.dot_product_attention(
@@ -165,17 +170,25 @@ class CausalSelfAttention(keras.layers.Layer):
         return outputs, (keys, values)
 
     def _attend_explicitly(self, query, key, value):
-        """The seed's formula step by step, keeping the softmax weights."""
-        scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"),
-                            ops.cast(key, "float32"))
-        scores = scores / math.sqrt(self.d_head)
-        q_len, k_len = ops.shape(query)[1], ops.shape(key)[1]
-        mask = ops.tril(ops.ones((q_len, k_len), "bool"))[None, None]
-        scores = ops.where(mask, scores, float("-inf"))
+        """The seed's formula, heads first: (outputs, softmax weights).
+
+        query, key, value: (batch, seq, heads, d_head). Returns outputs
+        (batch, seq, heads, d_head) and weights (batch, heads, seq, seq).
+        """
+        def heads_first(x):
+            return ops.transpose(x, (0, 2, 1, 3))
+
+        scores = ops.matmul(
+            ops.cast(heads_first(query), "float32"),
+            ops.cast(ops.transpose(key, (0, 2, 3, 1)), "float32"))
+        length = ops.shape(query)[1]
+        causal = ops.tril(ops.ones((length, length), "bool"))
+        scores = ops.where(causal, scores / math.sqrt(self.d_head),
+                           float(np.finfo("float32").min))
         weights = ops.softmax(scores, axis=-1)
-        outputs = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, value.dtype),
-                             value)
-        return outputs, weights
+        outputs = ops.matmul(ops.cast(weights, value.dtype),
+                             heads_first(value))
+        return heads_first(outputs), weights
 
     def get_config(self):
         return {**super().get_config(), "n_heads": self.n_heads,
