@@ -21,6 +21,8 @@ _EXPORTS = {
     "make_optimizer": "keras_gpt.training",
     "next_token_loss": "keras_gpt.training",
     "generate": "keras_gpt.generation",
+    "export_saved_model": "keras_gpt.export",
+    "export_run": "keras_gpt.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["layers"]
