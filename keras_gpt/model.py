@@ -229,6 +229,50 @@ class GPT(keras.Model):
         config = dict(config)
         return cls(GPTConfig.from_dict(config.pop("config")), **config)
 
+    # Distribution -------------------------------------------------------------
+
+    @classmethod
+    def get_layout_map(cls, device_mesh, model_dim="model", batch_dim="batch",
+                       *, config):
+        """A `keras.distribution.LayoutMap` for model-parallel training.
+
+        Megatron-style: W_E and the attention projections (W_QKV by
+        columns, W_O by rows, i.e. by heads) and the MLP (up-projection by
+        columns, down-projection by rows) are split over the `model_dim`
+        axis; the rest is replicated. Details in
+        `keras_gpt.distribution.layout_rules`. A class method taking the
+        config, because the model must be built inside the distribution's
+        scope, after the map exists.
+
+        Args:
+            device_mesh: A `keras.distribution.DeviceMesh`.
+            model_dim: The mesh axis the weights are split over.
+            batch_dim: The mesh axis the data is split over.
+            config: The `GPTConfig` (or preset name) of the model to build.
+
+        Raises:
+            ValueError: an axis is not in the mesh, or the model axis does
+                not divide n_heads or d_mlp.
+
+        Example:
+
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
+        layout = GPT.get_layout_map(mesh, config=config)
+        distribution = keras.distribution.ModelParallel(
+            layout_map=layout, batch_dim_name="batch")
+        with distribution.scope():
+            model = GPT(config)
+            model.compile(...)
+            model.fit(...)
+        ```
+        """
+        from keras_gpt.distribution import layout_map
+
+        if isinstance(config, str):
+            config = GPTConfig.from_preset(config)
+        return layout_map(config, device_mesh, model_dim, batch_dim)
+
     # Generation ---------------------------------------------------------------
 
     def generate(self, prompts, **kwargs):

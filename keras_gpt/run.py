@@ -4,7 +4,8 @@
 `config.json` (the GPTConfig), `run.json` (the run's options), `tokenizer/`,
 `checkpoint.weights.h5` (weights + optimizer state, written at each
 evaluation), `model.keras` (the same model, loadable with
-`keras.models.load_model`), `state.json`, `metrics.jsonl`, `loss.png` and
+`keras.models.load_model`), `state.json`, `metrics.jsonl`, `loss.png`,
+`distribution.json` (engine, devices and each variable's layout) and
 TensorBoard logs in `logs/`.
 """
 
@@ -45,13 +46,18 @@ class RunOptions:
     val_fraction: float = None
     seed: int = None
     samples: int = None
+    data_parallel: int = None
+    model_parallel: int = None
 
 
 DEFAULTS = dict(tokenizer="bpe", vocab_size=1024, dropout=0.0, batch_size=16,
                 steps=1200, learning_rate=2e-3, eval_every=200, eval_steps=20,
-                val_fraction=0.1, seed=0, samples=2)
-# Options that may change on --resume: they do not alter what is trained.
-RESUMABLE_CHANGES = ("eval_steps", "samples")
+                val_fraction=0.1, seed=0, samples=2, data_parallel=1,
+                model_parallel=1)
+# Options that may change on --resume: they do not alter what is trained
+# (the layout changes where the arithmetic runs, not what it computes).
+RESUMABLE_CHANGES = ("eval_steps", "samples", "data_parallel",
+                     "model_parallel")
 MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "context_length",
                 "positions", "dropout")
 
@@ -74,9 +80,10 @@ def resolve_options(given, stored=None):
 
 
 def check_options(o):
-    positive = ("batch_size", "steps", "eval_every", "eval_steps")
+    positive = ("batch_size", "steps", "eval_every", "eval_steps",
+                "data_parallel", "model_parallel")
     for key in positive:
-        if o[key] < 1:
+        if o.get(key, 1) < 1:
             raise ValueError(f"--{key.replace('_', '-')} {o[key]} must be >= 1.")
     if o["steps"] % o["eval_every"]:
         raise ValueError(f"--steps {o['steps']} must be a multiple of "
@@ -131,8 +138,11 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
 
     Everything that can be wrong with the input is checked before
     `run_dir` is created; a run that fails before its first checkpoint
-    leaves no directory behind.
+    leaves no directory behind. The parallel layout (backend, mesh against
+    heads, d_mlp and batch, device count) is checked before the corpus is
+    even read.
     """
+    from keras_gpt.distribution import Parallelism
     from keras_gpt.tokenizers import load_tokenizer
 
     run_dir = Path(run_dir)
@@ -142,12 +152,18 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
             raise FileNotFoundError(f"Nothing to resume in {run_dir}: no "
                                     "run.json (start a run without --resume).")
         stored = json.loads((run_dir / "run.json").read_text())
-        tokenizer = load_tokenizer(run_dir / "tokenizer")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"{run_dir} already holds files: continue that run "
                          "with --resume, or choose another --out.")
     o = resolve_options(options, stored)
     check_options(o)
+    parallel = Parallelism(o.get("data_parallel", 1),
+                           o.get("model_parallel", 1))
+    # The vocabulary (not known before the tokenizer) does not enter the
+    # layout checks; runs stored before parallelism existed default to 1.
+    parallel.check(model_config(o, vocab_size=2), o["batch_size"])
+    if resume:
+        tokenizer = load_tokenizer(run_dir / "tokenizer")
     tokenizer, train, val = prepare_data(o, tokenizer, cache_dir)
     config = model_config(o, tokenizer.vocab_size)
     if resume:
@@ -162,7 +178,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
         if not resume:
             _start_run_dir(run_dir, o, config, tokenizer)
         return _fit(run_dir, o, config, tokenizer, train, val, resume,
-                    verbose)
+                    verbose, parallel)
     except BaseException:
         if created and not (run_dir / "checkpoint.weights.h5").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -178,11 +194,22 @@ def _start_run_dir(run_dir, o, config, tokenizer):
     atomic_write(run_dir / "run.json", json.dumps(o, indent=2))
 
 
-def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose):
+def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose,
+         parallel):
+    """Build, compile, resume and fit inside the layout's scope (variables
+    are placed where they are created)."""
+    with parallel.scope(config):
+        return _fit_in_scope(run_dir, o, config, tokenizer, train, val,
+                             resume, verbose, parallel)
+
+
+def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
+                  parallel):
     import keras
 
     from keras_gpt import data
     from keras_gpt.callbacks import RunLogger, Samples, Throughput
+    from keras_gpt.files import atomic_write
     from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
 
@@ -191,6 +218,9 @@ def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose):
     compile_for_pretraining(model, total_steps=o["steps"],
                             learning_rate=o["learning_rate"],
                             warmup_steps=o.get("warmup_steps"))
+    parallel.prepare(model)
+    atomic_write(run_dir / "distribution.json",
+                 json.dumps(parallel.describe(model), indent=2))
     wall = 0.0
     if resume:
         model.optimizer.build(model.trainable_variables)
@@ -219,7 +249,8 @@ def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose):
               f"{config.vocab_size} ({o['tokenizer']}); "
               f"{model.count_params():,} parameters; {len(train):,} training "
               f"and {len(val):,} validation tokens; backend "
-              f"{keras.backend.backend()}; run directory {run_dir}")
+              f"{keras.backend.backend()}{_layout_note(parallel)}; run "
+              f"directory {run_dir}")
     history = model.fit(
         train_ds, epochs=o["steps"] // o["eval_every"],
         steps_per_epoch=o["eval_every"], initial_epoch=step // o["eval_every"],
@@ -228,6 +259,14 @@ def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose):
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     final["step"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     return final
+
+
+def _layout_note(parallel):
+    if parallel.size == 1:
+        return ""
+    return (f"; data x model parallel {parallel.data_parallel} x "
+            f"{parallel.model_parallel} on {parallel.size} devices "
+            f"({parallel.engine})")
 
 
 def bigram_loss(train, val, vocab_size):

@@ -46,6 +46,19 @@ def register(commands):
     p.add_argument("--samples", type=int,
                    help=f"Continuations printed per evaluation "
                         f"(default {d['samples']}).")
+    p.add_argument("--data-parallel", type=int, metavar="N",
+                   help="Split each batch over N devices: JAX "
+                        "keras.distribution.DataParallel, TensorFlow "
+                        "tf.distribute.MirroredStrategy (without GPUs, the "
+                        "CPU is split into N logical devices; JAX needs "
+                        "JAX_NUM_CPU_DEVICES for that). The batch must be a "
+                        "multiple of N. Not on torch. Default 1.")
+    p.add_argument("--model-parallel", type=int, metavar="M",
+                   help="Split attention (by heads), the MLP and W_E over M "
+                        "devices, Megatron-style (JAX only: "
+                        "keras.distribution.ModelParallel with "
+                        "GPT.get_layout_map). M must divide --n-heads and "
+                        "d_mlp. Uses N x M devices in all. Default 1.")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="Run directory (default runs/<date-time>).")
     p.add_argument("--resume", action="store_true",
