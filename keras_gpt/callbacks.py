@@ -123,8 +123,12 @@ class Samples(keras.callbacks.Callback):
         # An empty prompt starts from end-of-text, which takes a position.
         budget = self.model.config.context_length - max(
             max(1, len(self.tokenizer.encode(p))) for p in self.prompts)
+        # A small (e.g. char) vocabulary may have fewer ids than top_k.
+        top_k = self.kwargs["top_k"]
         kwargs = {**self.kwargs,
-                  "max_new_tokens": min(self.kwargs["max_new_tokens"], budget)}
+                  "max_new_tokens": min(self.kwargs["max_new_tokens"], budget),
+                  "top_k": top_k and min(top_k,
+                                         self.model.config.vocab_size)}
         texts = generate(self.model, self.prompts, tokenizer=self.tokenizer,
                          **kwargs)
         for prompt, text in zip(self.prompts, texts):

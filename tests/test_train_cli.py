@@ -128,3 +128,15 @@ def test_resume_refuses_another_runs_config(tmp_path, corpus, capsys):
         in err
     assert train(tmp_path, "--out", str(tmp_path / "none"), "--resume") == 2
     assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_samples_with_a_vocabulary_smaller_than_top_k(tmp_path, capsys):
+    data = tmp_path / "small.txt"
+    data.write_text("abba cab dab bad " * 60)  # 5 characters + end-of-text
+    out = tmp_path / "run"
+    assert train(tmp_path, "--data", str(data), *TINY, "--steps", "2",
+                 "--eval-every", "2", "--samples", "1", "--out",
+                 str(out)) == 0
+    text = capsys.readouterr().out
+    assert text.count("--- sample: ''") == 1
+    assert keras.models.load_model(out / "model.keras").config.vocab_size == 6
