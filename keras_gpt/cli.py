@@ -8,7 +8,8 @@ import sys
 # Quiet TensorFlow's C++ start-up log lines before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMANDS = ("params", "plan", "train", "generate", "convert", "export")
+COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
+            "bench")
 
 
 class CommandError(Exception):

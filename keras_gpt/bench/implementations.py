@@ -1,0 +1,197 @@
+"""The implementations the benchmark runs side by side, on the same shapes.
+
+Training (`TRAINERS`): each maker returns `(block, steps)` where `block()`
+runs `steps` optimizer steps on batches of token ids and returns the last
+loss (a float, so the work is finished when it returns).
+
+- keras_gpt: `GPT` + `compile_for_pretraining`, `fit` (what users run);
+- keras_hub: `GPT2Backbone` + `GPT2CausalLM(preprocessor=None)`, compiled
+  with the same optimizer and loss, `fit` on the same arrays;
+- hf_torch: transformers' `GPT2LMHeadModel` in a plain PyTorch loop (AdamW,
+  clipping), eager, as its users write it.
+
+Decoding (`DECODERS`): each maker returns `run()` generating `new_tokens`
+tokens after `prompts` (no early stop); greedy or top-k.
+"""
+
+import numpy as np
+
+TOP_K = 50
+
+
+def _keras_dtype(spec):
+    return spec["dtype"]
+
+
+def _optimizer():
+    from keras_gpt.training import make_optimizer
+
+    return make_optimizer(total_steps=10 ** 6)
+
+
+def _loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def train_keras_gpt(spec, x, y):
+    from keras_gpt.config import GPTConfig
+    from keras_gpt.model import GPT
+
+    model = GPT(GPTConfig(**spec["model"], dropout=0.0),
+                dtype=_keras_dtype(spec))
+    model.compile(optimizer=_optimizer(), loss=_loss())
+    return _fit_block(model, x, y, spec["batch_size"])
+
+
+def train_keras_hub(spec, x, y):
+    import keras_hub
+
+    m = spec["model"]
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=m["vocab_size"], num_layers=m["n_layers"],
+        num_heads=m["n_heads"], hidden_dim=m["d_model"],
+        intermediate_dim=4 * m["d_model"],
+        max_sequence_length=m["context_length"], dropout=0.0,
+        dtype=_keras_dtype(spec))
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(optimizer=_optimizer(), loss=_loss(), weighted_metrics=[])
+    inputs = {"token_ids": x, "padding_mask": np.ones_like(x, bool)}
+    return _fit_block(lm, inputs, y, spec["batch_size"])
+
+
+def _fit_block(model, x, y, batch_size):
+    def block():
+        history = model.fit(x, y, batch_size=batch_size, epochs=1,
+                            shuffle=False, verbose=0)
+        return float(history.history["loss"][-1])
+
+    return block
+
+
+def _hf_model(spec):
+    import torch
+    import transformers
+
+    m = spec["model"]
+    config = transformers.GPT2Config(
+        vocab_size=m["vocab_size"], n_positions=m["context_length"],
+        n_embd=m["d_model"], n_layer=m["n_layers"], n_head=m["n_heads"],
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+        eos_token_id=None, pad_token_id=0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return transformers.GPT2LMHeadModel(config).to(device), device
+
+
+def train_hf_torch(spec, x, y):
+    import torch
+    import torch.nn.functional as F
+
+    model, device = _hf_model(spec)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=6e-4, betas=(0.9, 0.95))
+    xs = torch.from_numpy(x).long().to(device)
+    ys = torch.from_numpy(y).long().to(device)
+    batch = spec["batch_size"]
+    vocab = spec["model"]["vocab_size"]
+    bf16 = "bfloat16" in spec["dtype"]
+
+    def block():
+        for start in range(0, len(xs), batch):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xs[start:start + batch]).logits
+            loss = F.cross_entropy(logits.float().view(-1, vocab),
+                                   ys[start:start + batch].reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        return float(loss.item())
+
+    return block
+
+
+def decode_keras_gpt(spec, prompts, new_tokens, sampler):
+    from keras_gpt.config import GPTConfig
+    from keras_gpt.generation import generate
+    from keras_gpt.model import GPT
+
+    model = GPT(GPTConfig(**spec["model"], dropout=0.0),
+                dtype=_keras_dtype(spec))
+    kwargs = (dict(temperature=0) if sampler == "greedy"
+              else dict(temperature=1.0, top_k=TOP_K, seed=1))
+
+    def run():
+        out = generate(model, prompts, max_new_tokens=new_tokens, eot_id=None,
+                       **kwargs)
+        assert all(len(row) == new_tokens for row in out)
+
+    return run
+
+
+def decode_keras_hub(spec, prompts, new_tokens, sampler):
+    import keras_hub
+
+    m = spec["model"]
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=m["vocab_size"], num_layers=m["n_layers"],
+        num_heads=m["n_heads"], hidden_dim=m["d_model"],
+        intermediate_dim=4 * m["d_model"],
+        max_sequence_length=m["context_length"], dropout=0.0,
+        dtype=_keras_dtype(spec))
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(sampler="greedy" if sampler == "greedy"
+               else keras_hub.samplers.TopKSampler(k=TOP_K, seed=1))
+    batch, length = prompts.shape
+    total = length + new_tokens
+    token_ids = np.zeros((batch, total), "int32")
+    token_ids[:, :length] = prompts
+    mask = np.zeros((batch, total), bool)
+    mask[:, :length] = True
+    inputs = {"token_ids": token_ids, "padding_mask": mask}
+
+    def run():
+        out = lm.generate(inputs, stop_token_ids=None)
+        assert np.asarray(out["token_ids"]).shape == (batch, total)
+
+    return run
+
+
+def decode_hf_torch(spec, prompts, new_tokens, sampler):
+    import torch
+
+    model, device = _hf_model(spec)
+    model.eval()
+    if "bfloat16" in spec["dtype"]:
+        model = model.to(torch.bfloat16)
+    ids = torch.tensor(prompts, dtype=torch.long, device=device)
+    mask = torch.ones_like(ids)
+    kwargs = (dict(do_sample=False) if sampler == "greedy"
+              else dict(do_sample=True, top_k=TOP_K, temperature=1.0,
+                        top_p=1.0))
+
+    def run():
+        torch.manual_seed(1)
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=mask,
+                                 max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, pad_token_id=0,
+                                 eos_token_id=None, **kwargs)
+        assert tuple(out.shape) == (len(prompts), prompts.shape[1]
+                                    + new_tokens)
+
+    return run
+
+
+TRAINERS = {"keras_gpt": train_keras_gpt, "keras_hub": train_keras_hub,
+            "hf_torch": train_hf_torch}
+DECODERS = {"keras_gpt": decode_keras_gpt, "keras_hub": decode_keras_hub,
+            "hf_torch": decode_hf_torch}
+# What each reference needs importable; missing ones are skipped with this.
+NEEDS = {"keras_hub": ("keras_hub",), "hf_torch": ("torch", "transformers")}
