@@ -15,7 +15,7 @@ from keras import ops
 
 from keras_gpt import backend as backend_lib
 from keras_gpt.layers.positions import RotaryEmbedding
-from keras_gpt.layers.rows import on_rows
+from keras_gpt.layers.rows import Projection
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
@@ -86,12 +86,12 @@ class CausalSelfAttention(keras.layers.Layer):
     def build(self, input_shape):
         d_model = input_shape[-1]
         width = self.n_heads * self.d_head
-        self.qkv = keras.layers.Dense(
+        self.qkv = Projection(
             3 * width, use_bias=self.use_bias, name="qkv",
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy)
         self.qkv.build(input_shape)
-        self.out = keras.layers.Dense(
+        self.out = Projection(
             d_model, use_bias=self.use_bias, name="out",
             kernel_initializer=self.output_kernel_initializer,
             dtype=self.dtype_policy)
@@ -104,7 +104,7 @@ class CausalSelfAttention(keras.layers.Layer):
         # (TensorFlow builds a zero-filled buffer per slice).
         query, key, value = (
             ops.reshape(part, (batch, length, self.n_heads, self.d_head))
-            for part in ops.split(on_rows(self.qkv, inputs), 3, axis=-1))
+            for part in ops.split(self.qkv(inputs), 3, axis=-1))
         if self.rotary is not None:
             query = self.rotary(query, start_index=cache_index)
             key = self.rotary(key, start_index=cache_index)
@@ -120,7 +120,7 @@ class CausalSelfAttention(keras.layers.Layer):
             outputs = ops.dot_product_attention(
                 query, key, value, is_causal=True,
                 scale=1.0 / math.sqrt(self.d_head))
-        outputs = on_rows(self.out, ops.reshape(
+        outputs = self.out(ops.reshape(
             outputs, (batch, length, self.n_heads * self.d_head)))
         if return_attention_weights:
             return outputs, weights
@@ -161,7 +161,7 @@ class CausalSelfAttention(keras.layers.Layer):
         outputs = ops.matmul(ops.cast(weights, values.dtype), values)
         outputs = ops.reshape(outputs, (batch, self.n_heads, length,
                                         self.d_head))
-        outputs = on_rows(self.out, ops.reshape(
+        outputs = self.out(ops.reshape(
             ops.transpose(outputs, (0, 2, 1, 3)),
             (batch, length, self.n_heads * self.d_head)))
         if return_attention_weights:

@@ -7,7 +7,7 @@ model's knowledge is stored.
 import keras
 from keras import ops
 
-from keras_gpt.layers.rows import on_rows
+from keras_gpt.layers.rows import Projection, on_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
@@ -45,12 +45,12 @@ class MLP(keras.layers.Layer):
             or keras.initializers.RandomNormal(stddev=0.02))
 
     def build(self, input_shape):
-        self.up = keras.layers.Dense(
+        self.up = Projection(
             self.d_mlp, use_bias=self.use_bias, name="up",
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy)
         self.up.build(input_shape)
-        self.down = keras.layers.Dense(
+        self.down = Projection(
             input_shape[-1], use_bias=self.use_bias, name="down",
             kernel_initializer=self.output_kernel_initializer,
             dtype=self.dtype_policy)

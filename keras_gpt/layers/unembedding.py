@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_gpt import backend as backend_lib
 from keras_gpt.layers.rows import on_rows
 
 
@@ -53,7 +54,8 @@ class Unembedding(keras.layers.Layer):
             kernel = ops.transpose(ops.cast(embeddings, inputs.dtype))
         else:
             kernel = self.kernel
-        logits = on_rows(lambda rows: ops.matmul(rows, kernel), inputs)
+        logits = on_rows(lambda rows: backend_lib.linear(rows, kernel),
+                         inputs)
         return ops.cast(logits, "float32")
 
     def compute_output_shape(self, input_shape):
