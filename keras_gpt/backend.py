@@ -133,6 +133,25 @@ def _onednn_linear_function():
     return OneDNNLinear
 
 
+# Training: XLA or not ----------------------------------------------------------
+
+def training_jit_compile(requested="auto"):
+    """What `model.compile(jit_compile=...)` gets for pretraining.
+
+    Keras' "auto" turns XLA off for TensorFlow on a machine without GPUs;
+    for this model the XLA-compiled train step measured 1.08x faster than
+    TF's op-by-op runtime there (6 layers, d_model 384, batch 8 x 256,
+    interleaved runs), so "auto" means XLA on TensorFlow too — except
+    under a `tf.distribute` strategy, where Keras' own choice stands.
+    Anything but "auto" is passed through.
+    """
+    if requested != "auto" or keras.backend.backend() != "tensorflow":
+        return requested
+    import tensorflow as tf
+
+    return "auto" if tf.distribute.has_strategy() else True
+
+
 # Attention: fused kernel or explicit matmuls ---------------------------------
 
 _FUSED_ATTENTION = None

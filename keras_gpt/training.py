@@ -6,6 +6,8 @@ global-norm gradient clipping, and next-token cross-entropy on logits.
 
 import keras
 
+from keras_gpt.backend import training_jit_compile
+
 # Short variable names (what AdamW's exclusion matches): biases, LayerNorm
 # scales/offsets, and embedding tables are not decayed by default.
 NO_DECAY = ("bias", "gamma", "beta")
@@ -73,12 +75,15 @@ def compile_for_pretraining(model, total_steps, jit_compile="auto",
     Args:
         model: A `GPT`.
         total_steps: See `make_optimizer`.
-        jit_compile: Passed to `compile`.
+        jit_compile: Passed to `compile`; "auto" also compiles with XLA
+            on TensorFlow without GPUs (faster here: see
+            `keras_gpt.backend.training_jit_compile`).
         **optimizer_kwargs: Any other `make_optimizer` argument.
 
     Returns:
         The model, compiled.
     """
     model.compile(optimizer=make_optimizer(total_steps, **optimizer_kwargs),
-                  loss=next_token_loss(), jit_compile=jit_compile)
+                  loss=next_token_loss(),
+                  jit_compile=training_jit_compile(jit_compile))
     return model

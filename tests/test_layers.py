@@ -135,3 +135,31 @@ def test_token_embedding_rejects_float_ids():
     with pytest.raises(TypeError, match="Token ids must be integers; got "
                                         "dtype float32"):
         TokenEmbedding(11, 4)(np.array([[1.0, 2.0]], "float32"))
+
+
+def test_projection_gradients_match_plain_matmul():
+    """backend.linear's own backward (oneDNN on PyTorch CPU) is exact."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("only PyTorch has its own backward (oneDNN); elsewhere "
+                    "the product is ops.matmul")
+    import torch
+
+    from keras_gpt import backend as backend_lib
+
+    rng = np.random.default_rng(0)
+    x, kernel, bias = (torch.tensor(rng.normal(size=s).astype("float32"),
+                                    requires_grad=True)
+                       for s in ((12, 8), (8, 6), (6,)))
+    upstream = torch.tensor(rng.normal(size=(12, 6)).astype("float32"))
+    out = backend_lib.linear(x, kernel, bias)
+    out.backward(upstream)
+    got = [t.grad.clone() for t in (x, kernel, bias)]
+    if backend_lib._onednn_linear_available():
+        assert type(out.grad_fn).__name__ == "OneDNNLinearBackward"
+    x_, k_, b_ = (t.detach().numpy() for t in (x, kernel, bias))
+    g = upstream.numpy()
+    np.testing.assert_allclose(out.detach().numpy(), x_ @ k_ + b_, rtol=1e-5,
+                               atol=1e-5)
+    for value, expected in zip(got, (g @ k_.T, x_.T @ g, g.sum(0))):
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5,
+                                   atol=1e-5)

@@ -38,10 +38,11 @@ def _loss():
 def train_keras_gpt(spec, x, y):
     from keras_gpt.config import GPTConfig
     from keras_gpt.model import GPT
+    from keras_gpt.training import compile_for_pretraining
 
     model = GPT(GPTConfig(**spec["model"], dropout=0.0),
                 dtype=_keras_dtype(spec))
-    model.compile(optimizer=_optimizer(), loss=_loss())
+    compile_for_pretraining(model, total_steps=10 ** 6)  # as users do
     return _fit_block(model, x, y, spec["batch_size"])
 
 

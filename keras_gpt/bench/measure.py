@@ -121,8 +121,9 @@ def matmul_peak(backend, accelerator, dtype="float32", size=2048, repeats=5):
     """Best matmul GFLOP/s of NumPy and of `backend` (size^3, best of runs).
 
     On CPU both count (NumPy's BLAS and the backend's own: XLA, oneDNN or
-    MKL may differ by 2x); on an accelerator only the backend's own, in
-    `dtype` (float32 or bfloat16), on the device.
+    MKL may differ by 2x; on torch both its matmul (MKL) and the oneDNN
+    product `keras_gpt.backend.linear` uses); on an accelerator only the
+    backend's own, in `dtype` (float32 or bfloat16), on the device.
 
     Returns:
         dict: GFLOP/s per source and "best".
@@ -136,6 +137,9 @@ def matmul_peak(backend, accelerator, dtype="float32", size=2048, repeats=5):
         results["numpy"] = flops / _best(lambda: a @ b, repeats) / 1e9
     results[backend] = flops / _best(_backend_matmul(backend, a, b, dtype),
                                      repeats) / 1e9
+    onednn = _torch_onednn_matmul(backend, accelerator, dtype, a, b)
+    if onednn is not None:  # what keras_gpt's projections use on torch CPU
+        results["torch_onednn"] = flops / _best(onednn, repeats) / 1e9
     results["best"] = max(results.values())
     return results
 
@@ -167,6 +171,18 @@ def _backend_matmul(backend, a, b, dtype):
         return out
 
     return run
+
+
+def _torch_onednn_matmul(backend, accelerator, dtype, a, b):
+    from keras_gpt import backend as backend_lib
+
+    if backend != "torch" or accelerator or dtype != "float32" or \
+            not backend_lib._onednn_linear_available():
+        return None
+    import torch
+
+    x, y = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: backend_lib.linear(x, y)
 
 
 def _best(fn, repeats):
