@@ -46,7 +46,8 @@ def train_keras_gpt(spec, x, y):
     return _fit_block(model, x, y, spec["batch_size"])
 
 
-def train_keras_hub(spec, x, y):
+def _keras_hub_lm(spec):
+    """KerasHub's GPT-2 of the same shape, without a preprocessor."""
     import keras_hub
 
     m = spec["model"]
@@ -56,7 +57,11 @@ def train_keras_hub(spec, x, y):
         intermediate_dim=4 * m["d_model"],
         max_sequence_length=m["context_length"], dropout=0.0,
         dtype=_keras_dtype(spec))
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+
+def train_keras_hub(spec, x, y):
+    lm = _keras_hub_lm(spec)
     lm.compile(optimizer=_optimizer(), loss=_loss(), weighted_metrics=[])
     inputs = {"token_ids": x, "padding_mask": np.ones_like(x, bool)}
     return _fit_block(lm, inputs, y, spec["batch_size"])
@@ -139,14 +144,7 @@ def decode_keras_gpt(spec, prompts, new_tokens, sampler):
 def decode_keras_hub(spec, prompts, new_tokens, sampler):
     import keras_hub
 
-    m = spec["model"]
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=m["vocab_size"], num_layers=m["n_layers"],
-        num_heads=m["n_heads"], hidden_dim=m["d_model"],
-        intermediate_dim=4 * m["d_model"],
-        max_sequence_length=m["context_length"], dropout=0.0,
-        dtype=_keras_dtype(spec))
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lm = _keras_hub_lm(spec)
     lm.compile(sampler="greedy" if sampler == "greedy"
                else keras_hub.samplers.TopKSampler(k=TOP_K, seed=1))
     batch, length = prompts.shape
