@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from keras_gpt.files import run_model_file, run_tokenizer_dir
+
 DEFAULT_MAX_NEW_TOKENS = 64
 INFO_FILE = "assets.extra/keras_gpt.json"
 _MAX_VERSION = 2 ** 63 - 1  # TF Serving reads versions as int64
@@ -142,7 +144,8 @@ def export_run(run_dir, path, **kwargs):
     if unknown:
         raise TypeError(f"export_run() got unexpected keyword arguments "
                         f"{unknown}; it takes {list(_OPTIONS)}.")
-    model_file, tokenizer_dir = _run_files(Path(run_dir))
+    model_file = run_model_file(run_dir)
+    tokenizer_dir = run_tokenizer_dir(run_dir)
     target = _version_dir(path, kwargs.get("version"),
                           kwargs.get("overwrite", False))
     if keras.backend.backend() != "tensorflow":
@@ -187,23 +190,6 @@ def _check_settings(config, tokenizer, max_new_tokens, temperature, top_k,
     return {"max_new_tokens": int(max_new_tokens),
             "temperature": float(temperature), "top_k": int(top_k),
             "top_p": float(top_p)}
-
-
-def _run_files(run_dir):
-    """`(model.keras path, tokenizer directory)` of a run directory."""
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
-    model_file = run_dir / "model.keras"
-    if not model_file.is_file():
-        raise FileNotFoundError(
-            f"No model.keras in {run_dir}: train one with `keras-gpt train "
-            f"--out {run_dir}` (or pass the run directory that holds it).")
-    for directory in (run_dir / "tokenizer", run_dir):
-        if (directory / "tokenizer.json").is_file():
-            return model_file, directory
-    raise FileNotFoundError(
-        f"No tokenizer in {run_dir / 'tokenizer'} or {run_dir}: a run "
-        "directory holds the tokenizer it was trained with.")
 
 
 def _version_dir(path, version, overwrite):

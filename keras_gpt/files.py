@@ -25,3 +25,28 @@ def atomic_write(path, data):
     if isinstance(data, str):
         data = data.encode("utf-8")
     replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def run_model_file(run_dir):
+    """RUN_DIR/model.keras, checked: a missing directory or model is a
+    FileNotFoundError that says which and where."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
+    model_file = run_dir / "model.keras"
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"No model.keras in {run_dir}: train one with `keras-gpt train "
+            f"--out {run_dir}` (or pass the run directory that holds it).")
+    return model_file
+
+
+def run_tokenizer_dir(run_dir):
+    """Where a run's tokenizer is saved: RUN_DIR/tokenizer, else RUN_DIR."""
+    run_dir = Path(run_dir)
+    for directory in (run_dir / "tokenizer", run_dir):
+        if (directory / "tokenizer.json").is_file():
+            return directory
+    raise FileNotFoundError(
+        f"No tokenizer in {run_dir / 'tokenizer'} or {run_dir}: a run "
+        "directory holds the tokenizer it was trained with.")

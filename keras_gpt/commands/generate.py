@@ -7,7 +7,8 @@ line starts from end-of-text, Ctrl-D quits).
 """
 
 import sys
-from pathlib import Path
+
+from keras_gpt.files import run_model_file, run_tokenizer_dir
 
 
 def register(commands):
@@ -101,14 +102,7 @@ def run(args, stdin=None, stdout=None):
 
 def load_run(run_dir):
     """`(model, tokenizer)` of a run directory, with clear errors."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
-    model_path = run_dir / "model.keras"
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"No model.keras in {run_dir}: train one with `keras-gpt train "
-            f"--out {run_dir}` (or pass the run directory that holds it).")
+    model_path = run_model_file(run_dir)
     tokenizer = load_tokenizer(run_dir)
     import keras
 
@@ -128,12 +122,4 @@ def load_tokenizer(run_dir):
     """The run's tokenizer, from RUN_DIR/tokenizer or else RUN_DIR."""
     from keras_gpt.tokenizers import load_tokenizer as load
 
-    run_dir = Path(run_dir)
-    for directory in (run_dir / "tokenizer", run_dir):
-        try:
-            return load(directory)
-        except FileNotFoundError:
-            continue
-    raise FileNotFoundError(
-        f"No tokenizer in {run_dir / 'tokenizer'} or {run_dir}: a run "
-        "directory holds the tokenizer it was trained with.")
+    return load(run_tokenizer_dir(run_dir))
