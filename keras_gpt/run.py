@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from keras_gpt.config import GPTConfig
+from keras_gpt.files import atomic_write
 
 # What the defaults train: a model that learns visibly on 2 CPU cores in a
 # few minutes on the embedded default corpus.
@@ -186,8 +187,6 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
 
 
 def _start_run_dir(run_dir, o, config, tokenizer):
-    from keras_gpt.files import atomic_write
-
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / "tokenizer")
     atomic_write(run_dir / "config.json", config.to_json())
@@ -209,7 +208,6 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
 
     from keras_gpt import data
     from keras_gpt.callbacks import RunLogger, Samples, Throughput
-    from keras_gpt.files import atomic_write
     from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
 
