@@ -184,12 +184,21 @@ def use_fused_attention():
 
 # Generation: compiling the decoding loop -------------------------------------
 
+# XLA's CPU code generator asks LLVM for 256-bit vectors by default (wider
+# ones slow some Intel chips down). One decoding step is dozens of
+# matrix-vector products and small fused loops that XLA emits itself, and
+# with 512-bit vectors (on CPUs with AVX-512; elsewhere LLVM keeps what the
+# CPU has) batch-1 greedy decoding ran 1.2-1.3x faster here (6 layers,
+# d_model 384, vocab 8192: 730-790 -> 920-940 tokens/s, interleaved). The
+# training step gained nothing (its products are library GEMMs).
+_JAX_CPU_DECODING = {"xla_cpu_prefer_vector_width": 512}
+
 def compile_inference(model, fn):
     """`fn(*args)`, which reads `model`'s weights, compiled for repeated use.
 
     - jax: `jax.jit`; the weights go in as arguments through a
       `keras.StatelessScope`, so they are not baked into the program and
-      later weight updates are seen.
+      later weight updates are seen. On CPU, with `_JAX_CPU_DECODING`.
     - tensorflow: `tf.function(jit_compile=True)` (XLA); the weights are
       captured variables.
     - torch: `fn` runs eagerly under `torch.inference_mode()`; speed comes
@@ -207,7 +216,8 @@ def compile_inference(model, fn):
                     state_mapping=list(zip(model.variables, values))):
                 return fn(*args)
 
-        jitted = jax.jit(stateless)
+        options = _JAX_CPU_DECODING if jax.default_backend() == "cpu" else None
+        jitted = jax.jit(stateless, compiler_options=options)
         return lambda *args: jitted([v.value for v in model.variables], *args)
     if backend == "tensorflow":
         import tensorflow as tf
