@@ -175,9 +175,10 @@ def _backend_matmul(backend, a, b, dtype):
 
 def _torch_onednn_matmul(backend, accelerator, dtype, a, b):
     from keras_gpt import backend as backend_lib
+    from keras_gpt import backend_torch
 
     if backend != "torch" or accelerator or dtype != "float32" or \
-            not backend_lib._onednn_linear_available():
+            not backend_torch.onednn_linear_available():
         return None
     import torch
 
