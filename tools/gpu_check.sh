@@ -15,9 +15,23 @@ mkdir -p "$out"
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
-  $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  # Only the distributions the image does not have (never shadow its own).
+  missing=$($py - .whl/*.whl <<'PY'
+import importlib.metadata as m, os, sys
+for wheel in sys.argv[1:]:
+    name = os.path.basename(wheel).split("-")[0]
+    try:
+        m.version(name)
+    except m.PackageNotFoundError:
+        print(wheel)
+PY
+)
+  if [ -n "$missing" ]; then
+    echo "installing: $(echo $missing | xargs -n1 basename | tr '\n' ' ')"
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --target /tmp/site $missing || exit 1
+    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  fi
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_FORCE_GPU_ALLOW_GROWTH=true
