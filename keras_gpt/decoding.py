@@ -30,14 +30,14 @@ from keras_gpt.samplers import next_tokens, row_keys
 _STOP_STRING_CHUNK = 16  # steps between host-side stop-string checks
 
 
-def _bucket(n):
+def bucket_length(n):
     """Round a length up: powers of two to 64, then multiples of 64."""
     if n <= 64:
         return max(8, 1 << (n - 1).bit_length())
     return -(-n // 64) * 64
 
 
-def _attention_bounds(total):
+def attention_bounds(total):
     """Cache lengths the decoding loop attends over, in turn: 64, 128, ...
 
     Reading a 256-long cache while only 20 positions are filled wastes most
@@ -114,9 +114,9 @@ class _Decoder:
         lengths = np.array([len(w) for w in windows], "int32")
         limits = lengths + np.array(news, "int32")
         context = self.model.config.context_length
-        total = min(_bucket(int(limits.max())), context)
+        total = min(bucket_length(int(limits.max())), context)
         start = int(lengths.min())
-        prefix = min(_bucket(start), total)
+        prefix = min(bucket_length(start), total)
         tokens = np.zeros((batch, total), "int32")
         for i, w in enumerate(windows):
             tokens[i, :len(w)] = w
@@ -269,7 +269,7 @@ class _Decoder:
             # Attention reads only the cache's first `bound` positions while
             # t < bound: one loop per bound, each over a shorter cache.
             caches = state["cache"]
-            for bound in _attention_bounds(total):
+            for bound in attention_bounds(total):
                 part = dict(state, cache=[(k[:, :, :bound], v[:, :bound])
                                           for k, v in caches])
                 part = ops.while_loop(until(ops.minimum(t_stop, bound)), body,

@@ -24,7 +24,7 @@ from keras_gpt.backend import argmax
 # lowbias32 (C. Wellons' integer hash) multipliers, as signed int32.
 _MUL1 = 0x7FEB352D
 _MUL2 = 0x846CA68B - (1 << 32)
-_GOLDEN = 0x9E3779B9 - (1 << 32)
+GOLDEN = 0x9E3779B9 - (1 << 32)  # also used by serving.py (same noise)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _shift_right(x, n):
     return ops.bitwise_and(ops.right_shift(x, n), (1 << (32 - n)) - 1)
 
 
-def _mix(x):
+def mix(x):
     """A bijective 32-bit hash of an int32 tensor (wrapping arithmetic)."""
     x = ops.bitwise_xor(x, _shift_right(x, 16))
     x = ops.multiply(x, _MUL1)
@@ -160,10 +160,10 @@ def uniform_noise(keys, positions, n):
     """
     keys = ops.cast(keys, "int32")
     positions = ops.cast(positions, "int32")
-    first = _mix(ops.bitwise_xor(keys, _mix(ops.multiply(positions, _GOLDEN))))
-    second = _mix(ops.add(first, _GOLDEN))
+    first = mix(ops.bitwise_xor(keys, mix(ops.multiply(positions, GOLDEN))))
+    second = mix(ops.add(first, GOLDEN))
     j = ops.arange(n, dtype="int32")[None, :]
-    bits = _mix(ops.bitwise_xor(_mix(ops.bitwise_xor(j, first[:, None])),
+    bits = mix(ops.bitwise_xor(mix(ops.bitwise_xor(j, first[:, None])),
                                 second[:, None]))
     return (ops.cast(_shift_right(bits, 8), "float32") + 0.5) * (2.0 ** -24)
 

@@ -31,8 +31,8 @@ import keras
 import tensorflow as tf
 
 from keras_gpt.backend import argmax
-from keras_gpt.decoding import _attention_bounds, _bucket
-from keras_gpt.samplers import _GOLDEN, _mix, gumbel_noise
+from keras_gpt.decoding import attention_bounds, bucket_length
+from keras_gpt.samplers import GOLDEN, gumbel_noise, mix
 
 SIGNATURES = ("serving_default", "generate", "logits", "tokenize",
               "detokenize")
@@ -51,9 +51,9 @@ def _row_keys(seed, batch):
         return tf.bitcast(x, tf.int32)
 
     low, high = word(seed), word(tf.bitwise.right_shift(seed, 32))
-    key = _mix(tf.bitwise.bitwise_xor(_mix(low), high))
-    rows = tf.range(batch, dtype=tf.int32) + _GOLDEN
-    return _mix(tf.bitwise.bitwise_xor(key, _mix(rows)))
+    key = mix(tf.bitwise.bitwise_xor(mix(low), high))
+    rows = tf.range(batch, dtype=tf.int32) + GOLDEN
+    return mix(tf.bitwise.bitwise_xor(key, mix(rows)))
 
 
 class ServingGraph:
@@ -77,7 +77,7 @@ class ServingGraph:
         self.defaults = dict(defaults)
         self.context = model.config.context_length
         self.vocab = model.config.vocab_size
-        self.buckets = sorted({min(_bucket(n), self.context)
+        self.buckets = sorted({min(bucket_length(n), self.context)
                                for n in range(1, self.context + 1)})
         xla = dict(jit_compile=True, autograph=False)
         self._prefill = tf.function(self._prefill_fn, **xla)
@@ -281,7 +281,7 @@ class ServingGraph:
                  "finish": limits}
         # Attention reads only the cache's first `bound` positions while
         # t < bound (as keras_gpt.decoding does).
-        bounds = _attention_bounds(self.context)
+        bounds = attention_bounds(self.context)
         for i, bound in enumerate(bounds):
             part = dict(state, cache=[(k[:, :, :bound], v[:, :bound])
                                       for k, v in cache])
