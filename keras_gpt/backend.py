@@ -147,6 +147,7 @@ def use_fused_attention():
 # training step gained nothing (its products are library GEMMs).
 _JAX_CPU_DECODING = {"xla_cpu_prefer_vector_width": 512}
 
+
 def compile_inference(model, fn):
     """`fn(*args)`, which reads `model`'s weights, compiled for repeated use.
 
