@@ -20,3 +20,27 @@ def _seeded():
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def gradients(fn, inputs):
+    """Gradients of the scalar `fn(*inputs)` with respect to each input, as
+    NumPy arrays, on the current backend (inputs: NumPy arrays)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(
+            fn, argnums=tuple(range(len(inputs))))(*inputs)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        return [g.numpy() for g in tape.gradient(value, tensors)]
+    import torch
+
+    tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
+    fn(*tensors).backward()
+    return [t.grad.numpy() for t in tensors]

@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import gradients, to_numpy
 
 from keras_gpt import (GPT, GPTConfig, compile_for_pretraining,
                        make_optimizer)
@@ -114,6 +114,9 @@ def test_weights_saved_here_load_under_every_backend(tmp_path):
                                       positions="rotary"))
     x = np.random.default_rng(3).integers(0, 61, (2, 10)).astype("int32")
     np.save(tmp_path / "x.npy", x)
+    # Compiled: the file names NextTokenLoss, which must load wherever
+    # keras_gpt.model is imported.
+    compile_for_pretraining(model, total_steps=10)
     model.save(tmp_path / "model.keras")
     expected = to_numpy(model(x))
     here = keras.backend.backend()
@@ -131,3 +134,27 @@ def test_weights_saved_here_load_under_every_backend(tmp_path):
         np.testing.assert_allclose(np.load(out), expected, atol=1e-5,
                                    err_msg=f"{here} -> {backend}")
 
+
+def test_next_token_loss_is_sparse_categorical_crossentropy():
+    """Same value, gradient and sample weighting as Keras' own loss."""
+    from keras_gpt.training import NextTokenLoss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(2, 5, 11)).astype("float32")
+    targets = rng.integers(0, 11, size=(2, 5)).astype("int32")
+    weights = rng.uniform(size=(2, 5)).astype("float32")
+    ours, keras_own = NextTokenLoss(), keras.losses.\
+        SparseCategoricalCrossentropy(from_logits=True)
+    for kwargs in ({}, {"sample_weight": weights}):
+        np.testing.assert_allclose(
+            to_numpy(ours(targets, logits, **kwargs)),
+            to_numpy(keras_own(targets, logits, **kwargs)), rtol=1e-5)
+    got, = gradients(lambda x: ours(targets, x), (logits,))
+    expected, = gradients(lambda x: keras_own(targets, x), (logits,))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    softmax = shifted / shifted.sum(-1, keepdims=True)
+    one_hot = np.eye(11, dtype="float32")[targets]
+    np.testing.assert_allclose(got, (softmax - one_hot) / 10, atol=1e-6)
+    restored = NextTokenLoss.from_config(ours.get_config())
+    assert restored.name == "next_token_loss"
