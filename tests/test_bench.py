@@ -1,6 +1,10 @@
 """`keras-gpt bench`: the table and JSON are produced (no speed asserted)."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -52,3 +56,20 @@ def test_bad_options_are_one_clear_line(args, message, capsys):
     assert main(["bench", *args]) == 2  # refused before anything runs
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_tf_step_breakdown_smoke():
+    """tools/tf_step_breakdown.py runs and prints its four timings."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow tool, run in its own process once: "
+                    "tensorflow pass only")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "tools", "tf_step_breakdown.py"),
+         "--smoke"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    timings = re.findall(r"^(\S.*?)\s+([\d.]+) ms", result.stdout, re.M)
+    assert [name for name, _ in timings] == [
+        "fit (per step)", "forward + backward", "forward + backward + AdamW",
+        "matmul FLOPs at the peak"]
+    assert all(float(ms) > 0 for _, ms in timings)

@@ -6,7 +6,9 @@ Times, interleaved and best of rounds, for the benchmark's model (6 layers,
 + the AdamW update, next to the time the model's matmul FLOPs would take at
 the float32 2048^3 matmul rate measured in the same run.
 
-    .venv/bin/python tools/tf_step_breakdown.py [--rounds 4]
+    .venv/bin/python tools/tf_step_breakdown.py [--rounds 4] [--smoke]
+
+`--smoke`: a tiny model and one round (tests/test_bench.py runs it).
 """
 
 import argparse
@@ -30,17 +32,23 @@ from keras_gpt.training import make_optimizer, next_token_loss  # noqa: E402
 SPEC = {"model": dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
                       context_length=256),
         "dtype": "float32", "batch_size": 8}
+SMOKE = {"model": dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
+                       context_length=16),
+         "dtype": "float32", "batch_size": 2}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    m, batch = SPEC["model"], SPEC["batch_size"]
+    spec = SMOKE if args.smoke else SPEC
+    rounds = 1 if args.smoke else args.rounds
+    m, batch = spec["model"], spec["batch_size"]
     steps = 4
     ids = np.random.default_rng(0).integers(
         0, m["vocab_size"], (batch * steps, m["context_length"])).astype("int32")
-    fit_block = train_keras_gpt(SPEC, ids, ids)
+    fit_block = train_keras_gpt(spec, ids, ids)
     fit_block = fit_block[0] if isinstance(fit_block, tuple) else fit_block
 
     model = GPT(GPTConfig(**m, dropout=0.0))
@@ -72,18 +80,19 @@ def main():
     for block in blocks.values():
         block()
     best = {name: 1e9 for name in blocks}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, block in blocks.items():
             start = time.perf_counter()
             block()
             best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    peak = measure.matmul_peak("tensorflow", accelerator=False)["best"]
+    peak = measure.matmul_peak("tensorflow", accelerator=False,
+                               size=256 if args.smoke else 2048)["best"]
     n = model.count_params() - m["context_length"] * m["d_model"]
     flops = batch * m["context_length"] * (
         6 * n + 12 * m["n_layers"] * m["d_model"] * m["context_length"])
     for name, seconds in best.items():
-        print(f"{name:28s} {seconds * 1e3:7.1f} ms")
-    print(f"{'matmul FLOPs at the peak':28s} {flops / peak / 1e6:7.1f} ms"
+        print(f"{name:28s} {seconds * 1e3:9.3f} ms")
+    print(f"{'matmul FLOPs at the peak':28s} {flops / peak / 1e6:9.3f} ms"
           f"  ({peak:.0f} GFLOP/s)")
 
 
