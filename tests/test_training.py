@@ -143,8 +143,8 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
     logits = rng.normal(scale=3.0, size=(2, 5, 11)).astype("float32")
     targets = rng.integers(0, 11, size=(2, 5)).astype("int32")
     weights = rng.uniform(size=(2, 5)).astype("float32")
-    ours, keras_own = NextTokenLoss(), keras.losses.\
-        SparseCategoricalCrossentropy(from_logits=True)
+    ours = NextTokenLoss()
+    keras_own = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     for kwargs in ({}, {"sample_weight": weights}):
         np.testing.assert_allclose(
             to_numpy(ours(targets, logits, **kwargs)),
