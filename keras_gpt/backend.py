@@ -93,10 +93,10 @@ def training_jit_compile(requested="auto"):
     """What `model.compile(jit_compile=...)` gets for pretraining.
 
     Keras' "auto" turns XLA off for TensorFlow on a machine without GPUs;
-    for this model the XLA-compiled train step measured 1.08x faster than
-    TF's op-by-op runtime there (6 layers, d_model 384, batch 8 x 256,
-    interleaved runs), so "auto" means XLA on TensorFlow too — except
-    under a `tf.distribute` strategy, where Keras' own choice stands.
+    for this model the XLA-compiled train step ran 1.24x faster than TF's
+    op-by-op runtime there (6 layers, d_model 384, batch 8 x 256:
+    `tools/ab_speed.py tf-xla`), so "auto" means XLA on TensorFlow too —
+    except under a `tf.distribute` strategy, where Keras' own choice stands.
     Anything but "auto" is passed through.
     """
     if requested != "auto" or keras.backend.backend() != "tensorflow":
@@ -142,9 +142,9 @@ def use_fused_attention():
 # ones slow some Intel chips down). One decoding step is dozens of
 # matrix-vector products and small fused loops that XLA emits itself, and
 # with 512-bit vectors (on CPUs with AVX-512; elsewhere LLVM keeps what the
-# CPU has) batch-1 greedy decoding ran 1.2-1.3x faster here (6 layers,
-# d_model 384, vocab 8192: 730-790 -> 920-940 tokens/s, interleaved). The
-# training step gained nothing (its products are library GEMMs).
+# CPU has) batch-1 greedy decoding ran 1.16x faster here (6 layers, d_model
+# 384, vocab 8192: `tools/ab_speed.py decode-vectors`). The training step
+# gained nothing (its products are library GEMMs).
 _JAX_CPU_DECODING = {"xla_cpu_prefer_vector_width": 512}
 
 

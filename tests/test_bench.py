@@ -58,18 +58,45 @@ def test_bad_options_are_one_clear_line(args, message, capsys):
     assert message in err and err.count("\n") == 1, err
 
 
-def test_tf_step_breakdown_smoke():
-    """tools/tf_step_breakdown.py runs and prints its four timings."""
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("a TensorFlow tool, run in its own process once: "
-                    "tensorflow pass only")
+def _run_tool(name, *args, backend="tensorflow"):
+    """stdout of tools/<name> run in its own process, which must succeed."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, os.path.join(root, "tools", "tf_step_breakdown.py"),
-         "--smoke"], capture_output=True, text=True, timeout=600)
+        [sys.executable, os.path.join(root, "tools", name), *args],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": backend})
     assert result.returncode == 0, result.stderr[-2000:]
-    timings = re.findall(r"^(\S.*?)\s+([\d.]+) ms", result.stdout, re.M)
+    return result.stdout
+
+
+def _tools_pass_only():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("runs tools in their own processes, once: tensorflow "
+                    "pass only")
+
+
+def test_tf_step_breakdown_smoke():
+    """tools/tf_step_breakdown.py runs and prints its four timings."""
+    _tools_pass_only()
+    out = _run_tool("tf_step_breakdown.py", "--smoke")
+    timings = re.findall(r"^(\S.*?)\s+([\d.]+) ms", out, re.M)
     assert [name for name, _ in timings] == [
         "fit (per step)", "forward + backward", "forward + backward + AdamW",
         "matmul FLOPs at the peak"]
     assert all(float(ms) > 0 for _, ms in timings)
+
+
+def test_ab_speed_smoke():
+    """tools/ab_speed.py prints on/off tokens/s and their ratio per check."""
+    _tools_pass_only()
+    out = _run_tool("ab_speed.py", "attention", "loss", "tf-xla",
+                    "--smoke") + \
+        _run_tool("ab_speed.py", "decode-vectors", "--smoke", backend="jax")
+    rows = re.findall(r"^(\S+)\s+on\s+([\d.]+) tok/s\s+off\s+([\d.]+) "
+                      r"tok/s\s+on/off ([\d.]+)x", out, re.M)
+    assert [row[0] for row in rows] == ["attention", "loss", "tf-xla",
+                                        "decode-vectors"]
+    for _, on, off, ratio in rows:
+        assert float(on) > 0 and float(off) > 0
+        assert float(ratio) == pytest.approx(float(on) / float(off),
+                                             abs=2e-3)
