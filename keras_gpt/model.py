@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 # Registers NextTokenLoss, which the compile config of a saved GPT names.
-from keras_gpt import training  # noqa: F401
+import keras_gpt.training  # noqa: F401
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)

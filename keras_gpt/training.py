@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_gpt.backend import training_jit_compile
+from keras_gpt.layers.embedding import check_token_ids
 
 # Short variable names (what AdamW's exclusion matches): biases, LayerNorm
 # scales/offsets, and embedding tables are not decayed by default.
@@ -71,16 +72,20 @@ class NextTokenLoss(keras.losses.Loss):
     The value of `keras.losses.SparseCategoricalCrossentropy(from_logits=
     True)` (and the same gradient, softmax - one-hot), computed without a
     log-softmax of the whole (batch, seq, vocab) tensor or a one-hot of the
-    targets. Whole training step, interleaved in one process (6 layers,
-    d_model 384, vocab 8192, batch 8 x 256): JAX 1.04-1.06x, PyTorch
-    1.03-1.08x, TensorFlow with XLA 1.00x.
+    targets. Whole training step (6 layers, d_model 384, vocab 8192, batch
+    8 x 256; `tools/ab_speed.py loss`): JAX and PyTorch 1.04x, TensorFlow
+    with XLA 1.00x.
 
     Args:
         name: The loss's name.
         reduction: As for any Keras loss (default: mean over tokens).
 
     Call arguments:
-        y_true: int next-token ids (batch, seq), in [0, vocab_size).
+        y_true: int next-token ids (batch, seq), in [0, vocab_size): an id
+            outside raises `ValueError` naming it and the limit when its
+            value is known (eager calls); inside a compiled step it is
+            mapped to vocab_size as `check_token_ids` does (on JAX the
+            loss then becomes NaN).
         y_pred: logits (batch, seq, vocab_size).
 
     Example:
@@ -96,7 +101,9 @@ class NextTokenLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
-        targets = ops.expand_dims(ops.cast(y_true, "int32"), -1)
+        # Keras hands the loss float targets; see `check_token_ids`.
+        targets = ops.expand_dims(check_token_ids(
+            ops.cast(y_true, "int32"), ops.shape(logits)[-1]), -1)
         picked = ops.squeeze(ops.take_along_axis(logits, targets, axis=-1),
                              -1)
         return ops.logsumexp(logits, axis=-1) - picked

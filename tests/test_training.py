@@ -158,3 +158,8 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
     np.testing.assert_allclose(got, (softmax - one_hot) / 10, atol=1e-6)
     restored = NextTokenLoss.from_config(ours.get_config())
     assert restored.name == "next_token_loss"
+    bad = targets.copy()
+    bad[1, 2] = 11
+    with pytest.raises(ValueError, match=r"Token id 11 is out of range: "
+                       r"ids must be in \[0, 11\)"):
+        ours(bad, logits)
