@@ -100,3 +100,14 @@ def test_ab_speed_smoke():
         assert float(on) > 0 and float(off) > 0
         assert float(ratio) == pytest.approx(float(on) / float(off),
                                              abs=2e-3)
+
+
+def test_tf_data_teardown_smoke():
+    """tools/tf_data_teardown.py prints the wait after fit's last step,
+    autotuner on and off."""
+    _tools_pass_only()
+    out = _run_tool("tf_data_teardown.py", "--smoke")
+    rows = re.findall(r"^\s*(\d+) steps \(\s*([\d.]+) s\): fit returns\s+"
+                      r"([\d.]+) s .* on,\s+([\d.]+) s with it off$", out, re.M)
+    assert len(rows) == 1 and rows[0][0] == "2", out
+    assert all(float(v) >= 0 for v in rows[0][1:])

@@ -186,6 +186,16 @@ def test_eval_dataset_is_finite_and_fixed():
         data.make_eval_dataset(tokens, 16, 4, steps=0)
 
 
+def test_pipelines_run_without_the_autotuner():
+    # An autotuned iterator's deletion waits for the autotuner's next
+    # wake-up (seconds in a long run); see data.PARALLEL_READS.
+    tokens = np.arange(3000, dtype=np.uint16)
+    for dataset in (data.make_windows_dataset(tokens, 16, 4),
+                    data.make_eval_dataset(tokens, 16, 4, steps=2)):
+        assert dataset.options().autotune.enabled is False
+    assert len(_batches(data.make_eval_dataset(tokens, 16, 4, steps=2), 5)) == 2
+
+
 def test_too_short_corpus_is_an_error():
     with pytest.raises(ValueError, match=r"10 tokens, but context_length \+ 1 = 11"):
         data.make_windows_dataset(np.arange(10), 10, 2)

@@ -68,10 +68,28 @@ def train_keras_hub(spec, x, y):
 
 
 def _fit_block(model, x, y, batch_size):
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        # Keras feeds arrays through an autotuned tf.data pipeline here,
+        # and deleting its iterator when `fit` returns may wait for the
+        # autotuner (see keras_gpt.data.PARALLEL_READS): 0.4-0.5 s on some
+        # 4-step rounds, for every implementation alike, but not a cost
+        # of training. So every implementation gets the same untuned one.
+        import tensorflow as tf
+
+        from keras_gpt.data import PREFETCH_BATCHES, without_autotune
+
+        dataset = without_autotune(tf.data.Dataset.from_tensor_slices(
+            (x, y)).batch(batch_size).prefetch(PREFETCH_BATCHES))
+        fit = lambda: model.fit(dataset, epochs=1, shuffle=False,  # noqa: E731
+                                verbose=0)
+    else:
+        fit = lambda: model.fit(x, y, batch_size=batch_size,  # noqa: E731
+                                epochs=1, shuffle=False, verbose=0)
+
     def block():
-        history = model.fit(x, y, batch_size=batch_size, epochs=1,
-                            shuffle=False, verbose=0)
-        return float(history.history["loss"][-1])
+        return float(fit().history["loss"][-1])
 
     return block
 
