@@ -319,10 +319,10 @@ class _ReadTracker:
 _READS = _ReadTracker()
 
 # Fixed parallelism and buffers instead of tf.data's autotuner: reading a
-# batch of windows is cheap, and deleting an autotuned iterator (at the end
-# of `fit` and of every evaluation) waits for the autotuner's next wake-up,
-# whose period doubles from 10 ms as the iterator lives (TF 2.21: 1.5 s
-# after 3.6 s of steps, 2.9 s after 7.4 s; `tools/ab_speed.py tf-data`).
+# batch of windows is cheap, and deleting an autotuned iterator (when `fit`
+# returns) waits for the autotuner's next wake-up, whose period doubles
+# from 10 ms as the iterator lives: `fit` returned 5.0 s late after 5.2 s
+# of steps (TF 2.21, `tools/tf_data_teardown.py`; see the README).
 PARALLEL_READS = 2
 PREFETCH_BATCHES = 2
 

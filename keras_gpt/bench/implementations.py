@@ -73,9 +73,9 @@ def _fit_block(model, x, y, batch_size):
     if keras.backend.backend() == "tensorflow":
         # Keras feeds arrays through an autotuned tf.data pipeline here,
         # and deleting its iterator when `fit` returns may wait for the
-        # autotuner (see keras_gpt.data.PARALLEL_READS): 0.4-0.5 s on some
-        # 4-step rounds, for every implementation alike, but not a cost
-        # of training. So every implementation gets the same untuned one.
+        # autotuner (see keras_gpt.data.PARALLEL_READS): at random, for
+        # every implementation alike, and not a cost of training. So every
+        # implementation gets the same untuned pipeline.
         import tensorflow as tf
 
         from keras_gpt.data import PREFETCH_BATCHES, without_autotune
