@@ -3,6 +3,7 @@ samples and the loss curve. Each evaluation is the end of a Keras epoch."""
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -18,34 +19,51 @@ def _float(value):
 class Throughput(keras.callbacks.Callback):
     """Adds perplexity and tokens/s to the logs the progress bar shows.
 
+    Safe for Keras' asynchronous batch ends (`async_safe`): on JAX and
+    PyTorch, Keras then converts each step's logs and runs the batch-end
+    callbacks on worker threads, so the training loop never waits for a
+    step's loss to reach the host. Calls may then overlap or come out of
+    order; each one only reads its own step index and the epoch's first.
+
     Args:
         tokens_per_step: batch_size * context_length.
     """
 
+    async_safe = True
+
     def __init__(self, tokens_per_step):
         super().__init__()
         self.tokens_per_step = tokens_per_step
+        self._lock = threading.Lock()
+        self.on_epoch_begin(0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = None
-        self._steps = 0
+        # (step index, time) of the first batch end, which includes any
+        # compilation, and of the furthest one since.
+        self._first = self._latest = None
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
-        if self._start is None:  # the first step includes compilation
-            self._start = now
-        else:
-            self._steps += 1
+        with self._lock:
+            if self._first is None:
+                self._first = (batch, now)
+            if self._latest is None or batch > self._latest[0]:
+                self._latest = (batch, now)
         if logs is not None and "loss" in logs:
             logs["perplexity"] = math.exp(min(_float(logs["loss"]), 50.0))
-            if self._steps:
-                logs["tok/s"] = self.tokens_per_s(now)
+            if batch > self._first[0]:
+                logs["tok/s"] = self._rate(batch, now)
 
-    def tokens_per_s(self, now=None):
-        if not self._steps:
-            return float("nan")
-        now = time.perf_counter() if now is None else now
-        return self._steps * self.tokens_per_step / (now - self._start)
+    def _rate(self, batch, now):
+        steps = batch - self._first[0]
+        return steps * self.tokens_per_step / (now - self._first[1])
+
+    def tokens_per_s(self):
+        """Tokens/s over this epoch's steps after its first; NaN before."""
+        with self._lock:
+            if self._latest is None or self._latest[0] <= self._first[0]:
+                return float("nan")
+            return self._rate(*self._latest)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -55,6 +73,32 @@ class Throughput(keras.callbacks.Callback):
             if key in logs:
                 name = "perplexity" if key == "loss" else "val_perplexity"
                 logs[name] = math.exp(min(_float(logs[key]), 50.0))
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback at its default `update_freq="epoch"`,
+    without batch hooks.
+
+    At that setting Keras' own batch hooks write nothing, but a callback
+    that overrides them (and is not `async_safe`) makes Keras run every
+    batch end, and the conversion of the step's logs to Python numbers, in
+    the training loop. The graph is not written (`write_graph=False`: that
+    is done from the first batch end).
+
+    Args:
+        log_dir: Where the event files go.
+        **kwargs: Any other `keras.callbacks.TensorBoard` argument except
+            `update_freq`, `write_graph` and `profile_batch`.
+    """
+
+    on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+    on_test_batch_begin = keras.callbacks.Callback.on_test_batch_begin
+    on_test_batch_end = keras.callbacks.Callback.on_test_batch_end
+
+    def __init__(self, log_dir, **kwargs):
+        super().__init__(log_dir, update_freq="epoch", write_graph=False,
+                         profile_batch=0, **kwargs)
 
 
 class RunLogger(keras.callbacks.Callback):

@@ -207,7 +207,8 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
     import keras
 
     from keras_gpt import data
-    from keras_gpt.callbacks import RunLogger, Samples, Throughput
+    from keras_gpt.callbacks import (EpochTensorBoard, RunLogger, Samples,
+                                     Throughput)
     from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
 
@@ -236,8 +237,7 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
                                     seed=o["seed"] + 1)
     throughput = Throughput(batch * ctx)
     logger = RunLogger(run_dir, throughput, wall_offset=wall)
-    callbacks = [throughput, logger,
-                 keras.callbacks.TensorBoard(str(run_dir / "logs"))]
+    callbacks = [throughput, logger, EpochTensorBoard(str(run_dir / "logs"))]
     if o["samples"]:
         callbacks.append(Samples(tokenizer, [""] * o["samples"],
                                  seed=o["seed"]))
