@@ -35,11 +35,11 @@ class Throughput(keras.callbacks.Callback):
         super().__init__()
         self.tokens_per_step = tokens_per_step
         self._lock = threading.Lock()
-        self.on_epoch_begin(0)
+        # (step index, time) of the epoch's first batch end, which includes
+        # any compilation, and of the furthest one since.
+        self._first = self._latest = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        # (step index, time) of the first batch end, which includes any
-        # compilation, and of the furthest one since.
         self._first = self._latest = None
 
     def on_train_batch_end(self, batch, logs=None):

@@ -4,9 +4,10 @@ and off: why `keras_gpt.data` turns the autotuner off.
 Fits a small GPT for `n` steps on `data.make_windows_dataset` (as `keras-gpt
 train` feeds it) and times what follows Keras' `on_train_end` until `fit`
 returns, which is mostly the deletion of the dataset's iterator. Each `n`
-runs with tf.data's autotuner on (TensorFlow's default) and off (keras_gpt's
-pipelines), alternately, `--rounds` times; the worst round counts, as a long
-wait is what a user meets.
+runs with that pipeline as keras_gpt builds it (autotuner off) and with
+tf.data's autotuner turned back on (TensorFlow's default), alternately,
+`--rounds` times; the worst round counts, as a long wait is what a user
+meets.
 
     KERAS_BACKEND=tensorflow .venv/bin/python tools/tf_data_teardown.py
 
@@ -65,6 +66,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if min(args.steps) < 1 or args.rounds < 1:
+        parser.error(f"--steps {args.steps} and --rounds {args.rounds} must "
+                     "be >= 1.")
     m = SMOKE if args.smoke else MODEL
     steps_list, rounds = ([2], 1) if args.smoke else (args.steps, args.rounds)
     tokens = np.random.default_rng(0).integers(
