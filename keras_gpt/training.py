@@ -8,7 +8,8 @@ import keras
 from keras import ops
 
 from keras_gpt.backend import training_jit_compile
-from keras_gpt.layers.embedding import check_token_ids
+from keras_gpt.layers.embedding import (check_token_ids,
+                                        nan_where_out_of_range)
 
 # Short variable names (what AdamW's exclusion matches): biases, LayerNorm
 # scales/offsets, and embedding tables are not decayed by default.
@@ -83,9 +84,8 @@ class NextTokenLoss(keras.losses.Loss):
     Call arguments:
         y_true: int next-token ids (batch, seq), in [0, vocab_size): an id
             outside raises `ValueError` naming it and the limit when its
-            value is known (eager calls); inside a compiled step it is
-            mapped to vocab_size as `check_token_ids` does (on JAX the
-            loss then becomes NaN).
+            value is known (eager calls); inside a compiled step its
+            token's loss is NaN (`nan_where_out_of_range`).
         y_pred: logits (batch, seq, vocab_size).
 
     Example:
@@ -101,11 +101,11 @@ class NextTokenLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
+        vocab_size = ops.shape(logits)[-1]
         # Keras hands the loss float targets; see `check_token_ids`.
-        targets = ops.expand_dims(check_token_ids(
-            ops.cast(y_true, "int32"), ops.shape(logits)[-1]), -1)
-        picked = ops.squeeze(ops.take_along_axis(logits, targets, axis=-1),
-                             -1)
+        targets = check_token_ids(ops.cast(y_true, "int32"), vocab_size)
+        picked = ops.take_along_axis(logits, targets[..., None], axis=-1)
+        picked = nan_where_out_of_range(picked[..., 0], targets, vocab_size)
         return ops.logsumexp(logits, axis=-1) - picked
 
 

@@ -163,3 +163,23 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
     with pytest.raises(ValueError, match=r"Token id 11 is out of range: "
                        r"ids must be in \[0, 11\)"):
         ours(bad, logits)
+
+
+def test_out_of_range_ids_give_nan_in_compiled_steps():
+    """Compiled, ids cannot be checked: the loss becomes NaN instead of
+    TensorFlow's XLA gather silently clamping them to the last row."""
+    from keras_gpt.training import NextTokenLoss
+
+    if keras.backend.backend() == "torch":
+        pytest.skip("PyTorch runs Keras' steps eagerly unless torch.compile "
+                    "is asked for (slow here); eager ids raise (test above)")
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16,
+                          n_layers=1, n_heads=2))
+    model.compile(loss=NextTokenLoss(), jit_compile=True)
+    x = np.array([[1, 2, 3, 4]], "int32")
+    y = np.array([[2, 3, 4, 5]], "int32")
+    assert np.isfinite(model.evaluate(x, y, verbose=0))
+    bad_target, bad_input = y.copy(), x.copy()
+    bad_target[0, 1] = bad_input[0, 2] = 11
+    assert np.isnan(model.evaluate(x, bad_target, verbose=0))
+    assert np.isnan(model.evaluate(bad_input, y, verbose=0))

@@ -11,8 +11,8 @@ def check_token_ids(token_ids, vocab_size):
 
     Values are checked whenever they are known (eager calls on every backend);
     under `jit` only the dtype can be checked, and out-of-range ids are mapped
-    to `vocab_size`, which JAX's gather turns into NaN rather than into the
-    silent wrap-around of negative indices.
+    to `vocab_size` (not the silent wrap-around of negative indices): pass
+    what is gathered with them through `nan_where_out_of_range`.
     """
     dtype = keras.backend.standardize_dtype(token_ids.dtype)
     if "int" not in dtype:
@@ -30,6 +30,23 @@ def check_token_ids(token_ids, vocab_size):
     assert_on_device(ops.all(in_range),
                      f"token ids out of range [0, {vocab_size})")
     return ops.where(in_range, token_ids, vocab_size)
+
+
+def nan_where_out_of_range(gathered, token_ids, vocab_size):
+    """`gathered` (indexed like `token_ids`, maybe with trailing axes) with
+    NaN wherever `check_token_ids` mapped an id to `vocab_size`.
+
+    A compiled gather does not fail on such an id: JAX's returns NaN, but
+    TensorFlow's XLA gather clamps it to the last row, which would train
+    silently on a wrong embedding or target. NaN makes it visible as a NaN
+    loss on every backend. Ids whose values were checked pass unchanged.
+    """
+    if concrete_value(token_ids) is not None:
+        return gathered
+    invalid = token_ids >= vocab_size
+    while len(invalid.shape) < len(gathered.shape):
+        invalid = ops.expand_dims(invalid, -1)
+    return ops.where(invalid, float("nan"), gathered)
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
@@ -68,7 +85,9 @@ class TokenEmbedding(keras.layers.Layer):
 
     def call(self, token_ids):
         token_ids = check_token_ids(token_ids, self.vocab_size)
-        return ops.take(self.embeddings, token_ids, axis=0)
+        return nan_where_out_of_range(
+            ops.take(self.embeddings, token_ids, axis=0), token_ids,
+            self.vocab_size)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.d_model)
