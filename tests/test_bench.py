@@ -111,3 +111,15 @@ def test_tf_data_teardown_smoke():
                       r"([\d.]+) s .* on,\s+([\d.]+) s with it off$", out, re.M)
     assert len(rows) == 1 and rows[0][0] == "2", out
     assert all(float(v) >= 0 for v in rows[0][1:])
+
+
+def test_tf_step_profile_smoke():
+    """tools/tf_step_profile.py prints ms per step for op groups, products
+    and the rest, with the model's own op names."""
+    _tools_pass_only()
+    out = _run_tool("tf_step_profile.py", "--smoke")
+    totals = dict(re.findall(r"^(matrix products|other ops): ([\d.]+) ms$",
+                             out, re.M))
+    assert set(totals) == {"matrix products", "other ops"}, out
+    assert float(totals["matrix products"]) > 0
+    assert "gpt/unembedding/MatMul" in out and "attention" in out
