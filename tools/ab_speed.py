@@ -34,11 +34,10 @@ import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
 from keras_gpt import training  # noqa: E402
+from keras_gpt.bench import ISSUE_MODEL as MODEL  # noqa: E402
 from keras_gpt.bench import implementations, measure  # noqa: E402
 from keras_gpt.layers import attention  # noqa: E402
 
-MODEL = dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
-             context_length=256)
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
 CHECKS = ("attention", "loss", "decode-vectors", "tf-xla")

@@ -21,8 +21,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-FULL = dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
-            context_length=256)
+from keras_gpt.bench import ISSUE_MODEL as FULL  # noqa: E402
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=300,
              context_length=32)
 

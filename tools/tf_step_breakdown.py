@@ -23,15 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_gpt.bench import measure  # noqa: E402
+from keras_gpt.bench import ISSUE_MODEL, measure  # noqa: E402
 from keras_gpt.bench.implementations import train_keras_gpt  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
 from keras_gpt.model import GPT  # noqa: E402
 from keras_gpt.training import make_optimizer, next_token_loss  # noqa: E402
 
-SPEC = {"model": dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
-                      context_length=256),
-        "dtype": "float32", "batch_size": 8}
+SPEC = {"model": ISSUE_MODEL, "dtype": "float32", "batch_size": 8}
 SMOKE = {"model": dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
                        context_length=16),
          "dtype": "float32", "batch_size": 2}

@@ -33,13 +33,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
+from keras_gpt.bench import ISSUE_MODEL as MODEL  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
 from keras_gpt.data import without_autotune  # noqa: E402
 from keras_gpt.model import GPT  # noqa: E402
 from keras_gpt.training import compile_for_pretraining  # noqa: E402
 
-MODEL = dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
-             context_length=256)
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=16)
 
