@@ -23,7 +23,9 @@ class Throughput(keras.callbacks.Callback):
     PyTorch, Keras then converts each step's logs and runs the batch-end
     callbacks on worker threads, so the training loop never waits for a
     step's loss to reach the host. Calls may then overlap or come out of
-    order; each one only reads its own step index and the epoch's first.
+    order, so the rate counts calls, whatever their step index, over the
+    time since the epoch's first call (the first step, which includes any
+    compilation, is left out).
 
     Args:
         tokens_per_step: batch_size * context_length.
@@ -35,35 +37,35 @@ class Throughput(keras.callbacks.Callback):
         super().__init__()
         self.tokens_per_step = tokens_per_step
         self._lock = threading.Lock()
-        # (step index, time) of the epoch's first batch end, which includes
-        # any compilation, and of the furthest one since.
-        self._first = self._latest = None
+        self._calls, self._start, self._end = 0, None, None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._first = self._latest = None
+        with self._lock:
+            self._calls, self._start, self._end = 0, None, None
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
         with self._lock:
-            if self._first is None:
-                self._first = (batch, now)
-            if self._latest is None or batch > self._latest[0]:
-                self._latest = (batch, now)
+            now = time.perf_counter()
+            self._calls += 1
+            if self._start is None:
+                self._start = now
+            self._end = now
+            rate = self._rate()
         if logs is not None and "loss" in logs:
             logs["perplexity"] = math.exp(min(_float(logs["loss"]), 50.0))
-            if batch > self._first[0]:
-                logs["tok/s"] = self._rate(batch, now)
+            if not math.isnan(rate):
+                logs["tok/s"] = rate
 
-    def _rate(self, batch, now):
-        steps = batch - self._first[0]
-        return steps * self.tokens_per_step / (now - self._first[1])
+    def _rate(self):
+        if self._calls < 2 or self._end <= self._start:
+            return float("nan")
+        return (self._calls - 1) * self.tokens_per_step / (self._end
+                                                            - self._start)
 
     def tokens_per_s(self):
         """Tokens/s over this epoch's steps after its first; NaN before."""
         with self._lock:
-            if self._latest is None or self._latest[0] <= self._first[0]:
-                return float("nan")
-            return self._rate(*self._latest)
+            return self._rate()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
