@@ -69,11 +69,12 @@ def assert_on_device(condition, message):
 def linear(x, kernel, bias=None):
     """`x @ kernel + bias` for 2-D `x` (rows, in) and `kernel` (in, out).
 
-    On PyTorch on CPU in float32 with oneDNN available, the products of
-    the forward and backward pass go through oneDNN's linear op: the
-    torch wheel's MKL GEMM measured 2-3x slower than oneDNN on this
-    project's AMD machines (2048x384x1536: 81 vs 164 GFLOP/s forward,
-    102 vs 299 for the input gradient). Everywhere else, `ops.matmul`.
+    On PyTorch on CPU in float32, where oneDNN's linear op is this
+    processor's faster product (`backend_torch.cpu_gemm`), the products of
+    the forward and backward pass go through it: on AVX-512 AMD EPYCs the
+    torch wheel's MKL GEMM measured 2-3x slower than oneDNN
+    (2048x384x1536: 81 vs 164 GFLOP/s forward, 102 vs 299 for the input
+    gradient). Everywhere else, `ops.matmul`.
     """
     from keras import ops
 
@@ -85,6 +86,30 @@ def linear(x, kernel, bias=None):
         return backend_torch.onednn_linear_function().apply(x, kernel, bias)
     y = ops.matmul(x, kernel)
     return y if bias is None else y + ops.cast(bias, y.dtype)
+
+
+# Loss: the next token's cross-entropy -------------------------------------------
+
+def token_cross_entropy(logits, targets):
+    """Per-token -log softmax(logits)[target]: (..., vocab) -> (...).
+
+    `targets` are int ids already passed through
+    `layers.embedding.check_token_ids`. PyTorch: `F.cross_entropy`, one
+    fused log-softmax kernel forward and backward (eager torch runs each
+    op of the formula below as its own pass over the logits).
+    Elsewhere logsumexp(logits) - logits[target], which XLA fuses, with
+    NaN for ids `check_token_ids` could only flag inside a compiled step.
+    """
+    from keras import ops
+
+    from keras_gpt.layers.embedding import nan_where_out_of_range
+
+    if keras.backend.backend() == "torch":
+        return backend_torch.cross_entropy(logits, targets)
+    vocab_size = ops.shape(logits)[-1]
+    picked = ops.take_along_axis(logits, targets[..., None], axis=-1)
+    picked = nan_where_out_of_range(picked[..., 0], targets, vocab_size)
+    return ops.logsumexp(logits, axis=-1) - picked
 
 
 # Training: XLA or not ----------------------------------------------------------

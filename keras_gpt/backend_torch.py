@@ -1,11 +1,23 @@
 """PyTorch-only code: oneDNN products and the lean decoding step.
 
 `keras_gpt.backend` dispatches here (the tests and the benchmark also ask
-`onednn_linear_available`). torch is imported inside functions only, so the
+`onednn_linear_available` and `cpu_gemm`). torch is imported inside functions only, so the
 module loads on every backend.
 """
 
+import os
+import time
+
 import keras
+
+# Which product the float32 CPU projections use: "onednn", "torch" (the
+# wheel's own GEMM) or "auto" (timed once per process: `cpu_gemm`).
+GEMM_ENV = "KERAS_GPT_TORCH_GEMM"
+GEMM_CHOICES = ("auto", "onednn", "torch")
+# "auto" takes oneDNN only when it is clearly faster: on a tie torch's own
+# GEMM needs no transposed copies and is what torch.compile lowers.
+_ONEDNN_MARGIN = 0.9
+_CPU_GEMM = None
 
 
 def onednn_applies(x, kernel):
@@ -15,9 +27,76 @@ def onednn_applies(x, kernel):
     return (x.dim() == 2 and x.dtype == torch.float32
             and x.device.type == "cpu" and kernel.dtype == torch.float32
             and not torch.compiler.is_compiling()
-            and onednn_linear_available())
+            and cpu_gemm() == "onednn")
 
 
+def cpu_gemm():
+    """The product float32 projections use on this CPU: "onednn" or "torch".
+
+    Which is faster depends on the processor, not on the model: on the AMD
+    EPYC machines with AVX-512 that this project first measured on (Zen 4),
+    the wheel's MKL ran the projections 2-3x slower than oneDNN, while on
+    AVX2-only EPYCs (Zen 3) the two products run at the same rate and the
+    transposed copies that oneDNN's kernel gradient needs made the whole
+    training step slower (`tools/ab_speed.py torch-gemm`). So, unless
+    `KERAS_GPT_TORCH_GEMM` names one, the first call times one projection's
+    forward and backward pass both ways (`_time_projections`, ~0.2 s) and
+    keeps oneDNN only if it took under `_ONEDNN_MARGIN` of torch's time.
+    The choice holds for the rest of the process.
+    """
+    global _CPU_GEMM
+    if _CPU_GEMM is None:
+        choice = os.environ.get(GEMM_ENV, "auto")
+        if choice not in GEMM_CHOICES:
+            raise ValueError(f"{GEMM_ENV}={choice!r}: expected one of "
+                             f"{', '.join(GEMM_CHOICES)}.")
+        if choice == "onednn" and not onednn_linear_available():
+            raise ValueError(f"{GEMM_ENV}=onednn, but this PyTorch build has "
+                             "no working oneDNN linear op.")
+        if choice == "auto":
+            choice = "torch"
+            if onednn_linear_available():
+                seconds = _time_projections()
+                if seconds["onednn"] < _ONEDNN_MARGIN * seconds["torch"]:
+                    choice = "onednn"
+        _CPU_GEMM = choice
+    return _CPU_GEMM
+
+
+def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):
+    """Best seconds of a (rows, d_in) x (d_in, d_out) projection's forward
+    and backward pass, {"onednn": ..., "torch": ...}, timed interleaved."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode(False), torch.enable_grad():
+        x, kernel, bias = (torch.randn(*shape, generator=generator,
+                                       requires_grad=True)
+                           for shape in ((rows, d_in), (d_in, d_out),
+                                         (d_out,)))
+        upstream = torch.randn(rows, d_out, generator=generator)
+        runs = {"onednn": lambda: onednn_linear_function().apply(
+                    x, kernel, bias),
+                "torch": lambda: torch.matmul(x, kernel) + bias}
+        best = dict.fromkeys(runs, float("inf"))
+        for round_ in range(rounds + 1):  # round 0 warms up
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run().backward(upstream)
+                if round_:
+                    best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+
+def cross_entropy(logits, targets):
+    """`F.cross_entropy` per token: logits (..., vocab), int targets (...)."""
+    import torch.nn.functional as F
+
+    vocab_size = logits.shape[-1]
+    losses = F.cross_entropy(logits.reshape(-1, vocab_size),
+                             targets.reshape(-1).long(), reduction="none")
+    return losses.reshape(targets.shape)
 
 _ONEDNN_FUNCTION = None
 

@@ -91,11 +91,13 @@ def test_ab_speed_smoke():
     _tools_pass_only()
     out = _run_tool("ab_speed.py", "attention", "loss", "tf-xla",
                     "--smoke") + \
-        _run_tool("ab_speed.py", "decode-vectors", "--smoke", backend="jax")
+        _run_tool("ab_speed.py", "decode-vectors", "--smoke", backend="jax") + \
+        _run_tool("ab_speed.py", "torch-gemm", "--smoke", backend="torch")
     rows = re.findall(r"^(\S+)\s+on\s+([\d.]+) tok/s\s+off\s+([\d.]+) "
                       r"tok/s\s+on/off ([\d.]+)x", out, re.M)
     assert [row[0] for row in rows] == ["attention", "loss", "tf-xla",
-                                        "decode-vectors"]
+                                        "decode-vectors", "torch-gemm"]
+    assert re.search(r"^torch-gemm .*x \(on: (onednn|torch)\)$", out, re.M)
     for _, on, off, ratio in rows:
         assert float(on) > 0 and float(off) > 0
         assert float(ratio) == pytest.approx(float(on) / float(off),

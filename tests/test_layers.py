@@ -161,16 +161,24 @@ def test_token_embedding_rejects_float_ids():
         TokenEmbedding(11, 4)(np.array([[1.0, 2.0]], "float32"))
 
 
-def test_projection_gradients_match_plain_matmul():
-    """backend.linear's own backward (oneDNN on PyTorch CPU) is exact."""
+def _torch_only():
     if keras.backend.backend() != "torch":
-        pytest.skip("only PyTorch has its own backward (oneDNN); elsewhere "
-                    "the product is ops.matmul")
+        pytest.skip("only PyTorch has its own projection backward (oneDNN) "
+                    "and GEMM choice; elsewhere the product is ops.matmul")
+
+
+@pytest.mark.parametrize("gemm", ["onednn", "torch"])
+def test_projection_gradients_match_plain_matmul(gemm, monkeypatch):
+    """backend.linear is exact with either product PyTorch CPU may pick."""
+    _torch_only()
     import torch
 
     from keras_gpt import backend as backend_lib
     from keras_gpt import backend_torch
 
+    if gemm == "onednn" and not backend_torch.onednn_linear_available():
+        pytest.skip("this PyTorch build has no working oneDNN linear op")
+    monkeypatch.setattr(backend_torch, "_CPU_GEMM", gemm)
     rng = np.random.default_rng(0)
     x, kernel, bias = (torch.tensor(rng.normal(size=s).astype("float32"),
                                     requires_grad=True)
@@ -179,8 +187,8 @@ def test_projection_gradients_match_plain_matmul():
     out = backend_lib.linear(x, kernel, bias)
     out.backward(upstream)
     got = [t.grad.clone() for t in (x, kernel, bias)]
-    if backend_torch.onednn_linear_available():
-        assert type(out.grad_fn).__name__ == "OneDNNLinearBackward"
+    assert (type(out.grad_fn).__name__ == "OneDNNLinearBackward") == (
+        gemm == "onednn")
     x_, k_, b_ = (t.detach().numpy() for t in (x, kernel, bias))
     g = upstream.numpy()
     np.testing.assert_allclose(out.detach().numpy(), x_ @ k_ + b_, rtol=1e-5,
@@ -188,3 +196,47 @@ def test_projection_gradients_match_plain_matmul():
     for value, expected in zip(got, (g @ k_.T, x_.T @ g, g.sum(0))):
         np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_cpu_gemm_times_both_products_once_and_honours_the_override(
+        monkeypatch):
+    _torch_only()
+    import torch
+
+    from keras_gpt import backend_torch
+
+    calls = []
+    real = backend_torch._time_projections
+
+    def timed(*args, **kwargs):
+        calls.append(real(rows=64, d_in=32, d_out=48, rounds=1))
+        return calls[-1]
+
+    monkeypatch.setattr(backend_torch, "_time_projections", timed)
+    monkeypatch.setattr(backend_torch, "_CPU_GEMM", None)
+    monkeypatch.delenv(backend_torch.GEMM_ENV, raising=False)
+    with torch.inference_mode():  # the first projection may come in here
+        choice = backend_torch.cpu_gemm()
+    assert backend_torch.cpu_gemm() == choice
+    if backend_torch.onednn_linear_available():
+        assert len(calls) == 1 and set(calls[0]) == {"onednn", "torch"}
+        assert all(0 < s < float("inf") for s in calls[0].values())
+        faster = calls[0]["onednn"] < (backend_torch._ONEDNN_MARGIN
+                                       * calls[0]["torch"])
+        assert choice == ("onednn" if faster else "torch")
+    else:
+        assert not calls and choice == "torch"
+
+    for forced in ("torch", "onednn"):
+        if forced == "onednn" and not backend_torch.onednn_linear_available():
+            continue
+        monkeypatch.setattr(backend_torch, "_CPU_GEMM", None)
+        monkeypatch.setenv(backend_torch.GEMM_ENV, forced)
+        assert backend_torch.cpu_gemm() == forced
+    assert len(calls) <= 1
+    monkeypatch.setattr(backend_torch, "_CPU_GEMM", None)
+    monkeypatch.setenv(backend_torch.GEMM_ENV, "mkl")
+    with pytest.raises(ValueError, match=r"KERAS_GPT_TORCH_GEMM='mkl': "
+                                         r"expected one of auto, onednn, "
+                                         r"torch"):
+        backend_torch.cpu_gemm()

@@ -14,7 +14,10 @@ best of the rounds, on the benchmark's model (6 layers, 6 heads, d_model
   default (batch-1 greedy, 16-token prompt, 200 new tokens; JAX only);
 - tf-xla: TensorFlow training compiled with XLA (what
   `compile_for_pretraining` chooses) against Keras' "auto", op by op on a
-  CPU (TensorFlow only).
+  CPU (TensorFlow only);
+- torch-gemm: the float32 projections on the product
+  `backend_torch.cpu_gemm` picks for this CPU against the other one
+  (oneDNN or the wheel's own GEMM; training step; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
 
@@ -33,15 +36,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
-from keras_gpt import training  # noqa: E402
+from keras_gpt import backend_torch, training  # noqa: E402
 from keras_gpt.bench import ISSUE_MODEL as MODEL  # noqa: E402
 from keras_gpt.bench import implementations, measure  # noqa: E402
 from keras_gpt.layers import attention  # noqa: E402
 
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
-CHECKS = ("attention", "loss", "decode-vectors", "tf-xla")
-ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow"}
+CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm")
+ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch"}
 
 
 def _switch(check, on):
@@ -53,6 +56,10 @@ def _switch(check, on):
             from_logits=True)
         return training, "next_token_loss", (training.next_token_loss if on
                                              else off)
+    if check == "torch-gemm":
+        picked = backend_torch.cpu_gemm()
+        other = "torch" if picked == "onednn" else "onednn"
+        return backend_torch, "_CPU_GEMM", picked if on else other
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return training, "training_jit_compile", (
@@ -62,15 +69,23 @@ def _switch(check, on):
 
 
 def _built(check, on, make):
-    """`make()`'s runner, first called (traced, compiled) with the switch."""
+    """`make()`'s runner with the switch set, called once (traced,
+    compiled). The switch is set again around every call: eager PyTorch
+    reads it at each step, not once when tracing."""
     module, name, value = _switch(check, on)
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        run = make()
-        run()
-    finally:
-        setattr(module, name, saved)
+
+    def switched(fn):
+        def call():
+            saved = getattr(module, name)
+            setattr(module, name, value)
+            try:
+                return fn()
+            finally:
+                setattr(module, name, saved)
+        return call
+
+    run = switched(switched(make)())
+    run()
     return run
 
 
@@ -105,12 +120,17 @@ def main(argv=None):
             tokens = ids.size
             make = lambda: implementations.train_keras_gpt(  # noqa: E731
                 spec, ids, ids)
+        if check == "torch-gemm" and not backend_torch.onednn_linear_available():
+            print(f"{check:15s} skipped: this PyTorch has no oneDNN linear op")
+            continue
         runs = {"on": _built(check, True, make),
                 "off": _built(check, False, make)}
         best = measure.interleaved_best(runs, rounds)
         on, off = (tokens / best[k] for k in ("on", "off"))
+        label = (f" (on: {backend_torch.cpu_gemm()})"
+                 if check == "torch-gemm" else "")
         print(f"{check:15s} on {on:9.1f} tok/s  off {off:9.1f} tok/s  "
-              f"on/off {on / off:.3f}x")
+              f"on/off {on / off:.3f}x{label}")
 
 
 if __name__ == "__main__":
