@@ -88,7 +88,7 @@ def linear(x, kernel, bias=None):
     return y if bias is None else y + ops.cast(bias, y.dtype)
 
 
-# Loss: the next token's cross-entropy -------------------------------------------
+# Loss: the next token's cross-entropy --------------------------------------
 
 def token_cross_entropy(logits, targets):
     """Per-token -log softmax(logits)[target]: (..., vocab) -> (...).

@@ -1,8 +1,9 @@
-"""PyTorch-only code: oneDNN products and the lean decoding step.
+"""PyTorch-only code: the CPU product choice (oneDNN or torch's own GEMM),
+the fused cross-entropy, and the lean decoding step.
 
 `keras_gpt.backend` dispatches here (the tests and the benchmark also ask
-`onednn_linear_available` and `cpu_gemm`). torch is imported inside functions only, so the
-module loads on every backend.
+`onednn_linear_available` and `cpu_gemm`). torch is imported inside
+functions only, so the module loads on every backend.
 """
 
 import os
@@ -88,7 +89,6 @@ def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):
     return best
 
 
-
 def cross_entropy(logits, targets):
     """`F.cross_entropy` per token: logits (..., vocab), int targets (...)."""
     import torch.nn.functional as F
@@ -97,6 +97,7 @@ def cross_entropy(logits, targets):
     losses = F.cross_entropy(logits.reshape(-1, vocab_size),
                              targets.reshape(-1).long(), reduction="none")
     return losses.reshape(targets.shape)
+
 
 _ONEDNN_FUNCTION = None
 

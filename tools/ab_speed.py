@@ -120,7 +120,8 @@ def main(argv=None):
             tokens = ids.size
             make = lambda: implementations.train_keras_gpt(  # noqa: E731
                 spec, ids, ids)
-        if check == "torch-gemm" and not backend_torch.onednn_linear_available():
+        if (check == "torch-gemm"
+                and not backend_torch.onednn_linear_available()):
             print(f"{check:15s} skipped: this PyTorch has no oneDNN linear op")
             continue
         runs = {"on": _built(check, True, make),
