@@ -100,12 +100,12 @@ def token_cross_entropy(logits, targets):
     Elsewhere logsumexp(logits) - logits[target], which XLA fuses, with
     NaN for ids `check_token_ids` could only flag inside a compiled step.
     """
+    if keras.backend.backend() == "torch":
+        return backend_torch.cross_entropy(logits, targets)
     from keras import ops
 
     from keras_gpt.layers.embedding import nan_where_out_of_range
 
-    if keras.backend.backend() == "torch":
-        return backend_torch.cross_entropy(logits, targets)
     vocab_size = ops.shape(logits)[-1]
     picked = ops.take_along_axis(logits, targets[..., None], axis=-1)
     picked = nan_where_out_of_range(picked[..., 0], targets, vocab_size)

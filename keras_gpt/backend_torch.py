@@ -7,7 +7,6 @@ functions only, so the module loads on every backend.
 """
 
 import os
-import time
 
 import keras
 
@@ -41,7 +40,7 @@ def cpu_gemm():
     transposed copies that oneDNN's kernel gradient needs made the whole
     training step slower (`tools/ab_speed.py torch-gemm`). So, unless
     `KERAS_GPT_TORCH_GEMM` names one, the first call times one projection's
-    forward and backward pass both ways (`_time_projections`, ~0.2 s) and
+    forward and backward pass both ways (`_time_projections`) and
     keeps oneDNN only if it took under `_ONEDNN_MARGIN` of torch's time.
     The choice holds for the rest of the process.
     """
@@ -66,8 +65,11 @@ def cpu_gemm():
 
 def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):
     """Best seconds of a (rows, d_in) x (d_in, d_out) projection's forward
-    and backward pass, {"onednn": ..., "torch": ...}, timed interleaved."""
+    and backward pass, {"onednn": ..., "torch": ...}, timed interleaved
+    after one warm-up call each."""
     import torch
+
+    from keras_gpt.bench.measure import interleaved_best
 
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode(False), torch.enable_grad():
@@ -76,17 +78,14 @@ def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):
                            for shape in ((rows, d_in), (d_in, d_out),
                                          (d_out,)))
         upstream = torch.randn(rows, d_out, generator=generator)
-        runs = {"onednn": lambda: onednn_linear_function().apply(
-                    x, kernel, bias),
-                "torch": lambda: torch.matmul(x, kernel) + bias}
-        best = dict.fromkeys(runs, float("inf"))
-        for round_ in range(rounds + 1):  # round 0 warms up
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run().backward(upstream)
-                if round_:
-                    best[name] = min(best[name], time.perf_counter() - start)
-    return best
+        products = {"onednn": lambda: onednn_linear_function().apply(
+                        x, kernel, bias),
+                    "torch": lambda: torch.matmul(x, kernel) + bias}
+        runs = {name: (lambda p=product: p().backward(upstream))
+                for name, product in products.items()}
+        for run in runs.values():
+            run()
+        return interleaved_best(runs, rounds)
 
 
 def cross_entropy(logits, targets):

@@ -113,6 +113,9 @@ def test_ab_speed_smoke(capsys):
     if "torch-gemm" in checks:
         assert re.search(r"^torch-gemm .*x \(on: (onednn|torch)\)$", out,
                          re.M), out
+    with pytest.raises(SystemExit):
+        ab_speed.main([checks[0], "--rounds", "0"])
+    assert "--rounds 0 must be >= 1." in capsys.readouterr().err
 
 
 def test_tf_data_teardown_smoke():

@@ -235,6 +235,17 @@ def test_cpu_gemm_times_both_products_once_and_honours_the_override(
         assert backend_torch.cpu_gemm() == forced
     assert len(calls) <= 1
     monkeypatch.setattr(backend_torch, "_CPU_GEMM", None)
+    monkeypatch.setattr(backend_torch, "onednn_linear_available",
+                        lambda: False)
+    monkeypatch.setenv(backend_torch.GEMM_ENV, "onednn")
+    with pytest.raises(ValueError, match=r"KERAS_GPT_TORCH_GEMM=onednn, but "
+                                         r"this PyTorch build has no working "
+                                         r"oneDNN linear op"):
+        backend_torch.cpu_gemm()
+    monkeypatch.setenv(backend_torch.GEMM_ENV, "auto")
+    assert backend_torch.cpu_gemm() == "torch"  # nothing to time
+    assert len(calls) <= 1
+    monkeypatch.setattr(backend_torch, "_CPU_GEMM", None)
     monkeypatch.setenv(backend_torch.GEMM_ENV, "mkl")
     with pytest.raises(ValueError, match=r"KERAS_GPT_TORCH_GEMM='mkl': "
                                          r"expected one of auto, onednn, "

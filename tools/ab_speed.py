@@ -84,7 +84,7 @@ def _built(check, on, make):
                 setattr(module, name, saved)
         return call
 
-    run = switched(switched(make)())
+    run = switched(switched(make)())  # built with it, and called with it
     run()
     return run
 
@@ -95,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds} must be >= 1.")
     for check in args.checks:
         if ONLY.get(check, keras.backend.backend()) != keras.backend.backend():
             parser.error(f"{check} needs KERAS_BACKEND={ONLY[check]} (got "
