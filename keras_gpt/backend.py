@@ -94,22 +94,62 @@ def token_cross_entropy(logits, targets):
     """Per-token -log softmax(logits)[target]: (..., vocab) -> (...).
 
     `targets` are int ids already passed through
-    `layers.embedding.check_token_ids`. PyTorch: `F.cross_entropy`, one
-    fused log-softmax kernel forward and backward (eager torch runs each
-    op of the formula below as its own pass over the logits).
-    Elsewhere logsumexp(logits) - logits[target], which XLA fuses, with
-    NaN for ids `check_token_ids` could only flag inside a compiled step.
+    `layers.embedding.check_token_ids`. JAX and TensorFlow:
+    logsumexp(logits) - logits[target], which XLA fuses, with NaN for ids
+    `check_token_ids` could only flag inside a compiled step; TensorFlow
+    with the gradient written out (`_tensorflow_cross_entropy`). PyTorch:
+    `backend_torch.cross_entropy` (eager torch would run each op of the
+    formula as its own pass over the logits).
     """
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         return backend_torch.cross_entropy(logits, targets)
+    if backend == "tensorflow":
+        return _tensorflow_cross_entropy(logits, targets)
+    return _cross_entropy(logits, targets)
+
+
+def _cross_entropy(logits, targets):
+    from keras import ops
+
+    return ops.logsumexp(logits, axis=-1) - _target_logits(logits, targets)
+
+
+def _target_logits(logits, targets):
     from keras import ops
 
     from keras_gpt.layers.embedding import nan_where_out_of_range
 
-    vocab_size = ops.shape(logits)[-1]
     picked = ops.take_along_axis(logits, targets[..., None], axis=-1)
-    picked = nan_where_out_of_range(picked[..., 0], targets, vocab_size)
-    return ops.logsumexp(logits, axis=-1) - picked
+    return nan_where_out_of_range(picked[..., 0], targets,
+                                  ops.shape(logits)[-1])
+
+
+def _tensorflow_cross_entropy(logits, targets):
+    """`_cross_entropy` with its gradient, (softmax - one-hot) * upstream,
+    as one expression that XLA compiles into one pass over the logits.
+
+    TensorFlow's own gradient of the formula keeps the gather's scatter and
+    logsumexp's broadcasts apart: forward and backward of batch 8 x 256,
+    vocab 8192 took 85.7 ms that way and 56.0 ms this way (AVX2 EPYC, 2
+    cores). On JAX the same rewrite was slower (103 -> 110 ms).
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    @tf.custom_gradient
+    def cross_entropy(logits):
+        log_normalizer = ops.logsumexp(logits, axis=-1, keepdims=True)
+
+        def gradient(upstream):
+            one_hot = ops.arange(ops.shape(logits)[-1]) == targets[..., None]
+            return (ops.exp(logits - log_normalizer)
+                    - ops.cast(one_hot, logits.dtype)) * upstream[..., None]
+
+        losses = log_normalizer[..., 0] - _target_logits(logits, targets)
+        return losses, gradient
+
+    return cross_entropy(logits)
 
 
 # Training: XLA or not ----------------------------------------------------------

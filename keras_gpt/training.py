@@ -73,10 +73,11 @@ class NextTokenLoss(keras.losses.Loss):
     True)` (and the same gradient, softmax - one-hot), computed without a
     one-hot of the targets (`keras_gpt.backend.token_cross_entropy`: on
     JAX and TensorFlow without a log-softmax of the whole (batch, seq,
-    vocab) tensor; on PyTorch as `F.cross_entropy`'s fused kernel). Whole
-    training step against Keras' loss (6 layers, d_model 384, vocab 8192,
-    batch 8 x 256; `tools/ab_speed.py loss`): JAX 1.04x, TensorFlow with
-    XLA 1.00x (AVX-512 EPYC); PyTorch 1.08x (AVX2 EPYC).
+    vocab) tensor; on PyTorch with a fused log-softmax; on TensorFlow and
+    PyTorch, the gradient written out). Whole training step against Keras'
+    loss (6 layers, d_model 384, vocab 8192, batch 8 x 256;
+    `tools/ab_speed.py loss`): JAX 1.04x (AVX-512 EPYC); PyTorch 1.18x,
+    TensorFlow with XLA 1.01x (AVX2 EPYC).
 
     Args:
         name: The loss's name.

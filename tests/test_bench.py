@@ -118,6 +118,30 @@ def test_ab_speed_smoke(capsys):
     assert "--rounds 0 must be >= 1." in capsys.readouterr().err
 
 
+def test_loss_speed_smoke(capsys):
+    """tools/loss_speed.py checks every loss's gradient against ours, then
+    prints ms per forward + backward and the ratio to ours (each backend in
+    its own pass, in this process)."""
+    spec = importlib.util.spec_from_file_location(
+        "loss_speed", os.path.join(ROOT, "tools", "loss_speed.py"))
+    loss_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loss_speed)
+    loss_speed.main(["--smoke"])
+    out = capsys.readouterr().out
+    assert re.search(r"^\w+: loss forward \+ backward, logits \(2, 8, 64\), "
+                     r"best of 1; gradients equal$", out, re.M), out
+    rows = re.findall(r"^(\S+)\s+([\d.]+) ms\s+([\d.]+)x ours$", out, re.M)
+    expected = ["ours", "formula"]
+    if keras.backend.backend() == "torch":
+        expected.append("F.cross_entropy")
+    assert [row[0] for row in rows] == expected, out
+    assert rows[0][2] == "1.00", out
+    assert all(float(ms) > 0 and float(ratio) > 0 for _, ms, ratio in rows)
+    with pytest.raises(SystemExit):
+        loss_speed.main(["--vocab", "0"])
+    assert "--vocab 0 must be >= 1." in capsys.readouterr().err
+
+
 def test_tf_data_teardown_smoke():
     """tools/tf_data_teardown.py prints the wait after fit's last step,
     autotuner on and off."""

@@ -149,13 +149,19 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
         np.testing.assert_allclose(
             to_numpy(ours(targets, logits, **kwargs)),
             to_numpy(keras_own(targets, logits, **kwargs)), rtol=1e-5)
-    got, = gradients(lambda x: ours(targets, x), (logits,))
-    expected, = gradients(lambda x: keras_own(targets, x), (logits,))
-    np.testing.assert_allclose(got, expected, atol=1e-6)
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     softmax = shifted / shifted.sum(-1, keepdims=True)
     one_hot = np.eye(11, dtype="float32")[targets]
-    np.testing.assert_allclose(got, (softmax - one_hot) / 10, atol=1e-6)
+    # Weighted, each token's gradient is scaled by its own upstream value.
+    for scale, kwargs in ((np.ones_like(weights), {}),
+                          (weights, {"sample_weight": weights})):
+        got, = gradients(lambda x: ours(targets, x, **kwargs), (logits,))
+        expected, = gradients(lambda x: keras_own(targets, x, **kwargs),
+                              (logits,))
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_allclose(
+            got, (softmax - one_hot) * scale[..., None] / 10,
+            atol=1e-6)
     restored = NextTokenLoss.from_config(ours.get_config())
     assert restored.name == "next_token_loss"
     bad = targets.copy()
@@ -163,6 +169,27 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
     with pytest.raises(ValueError, match=r"Token id 11 is out of range: "
                        r"ids must be in \[0, 11\)"):
         ours(bad, logits)
+
+
+def test_torch_loss_gradient_backs_up_once():
+    """PyTorch writes the loss gradient over the saved log-probabilities:
+    a second backward through the same graph raises instead of returning
+    a wrong gradient."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("PyTorch's own loss function (backend_torch)")
+    import torch
+
+    from keras_gpt import backend_torch
+
+    logits = torch.randn(4, 7, requires_grad=True)
+    targets = torch.tensor([0, 3, 6, 2])
+    loss = backend_torch.cross_entropy(logits, targets).sum()
+    loss.backward(retain_graph=True)
+    expected = torch.softmax(logits.detach(), -1) - torch.eye(7)[targets]
+    torch.testing.assert_close(logits.grad, expected)
+    with pytest.raises(RuntimeError, match="modified by an inplace "
+                       "operation"):
+        loss.backward()
 
 
 def test_out_of_range_ids_give_nan_in_compiled_steps():
