@@ -206,7 +206,7 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
                   parallel):
     import keras
 
-    from keras_gpt import data
+    from keras_gpt import windows
     from keras_gpt.callbacks import (EpochTensorBoard, RunLogger, Samples,
                                      Throughput)
     from keras_gpt.model import GPT
@@ -231,10 +231,10 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
         return {"step": step}
 
     ctx, batch = config.context_length, o["batch_size"]
-    train_ds = data.make_windows_dataset(train, ctx, batch, seed=o["seed"],
-                                         skip_batches=step)
-    val_ds = data.make_eval_dataset(val, ctx, batch, o["eval_steps"],
-                                    seed=o["seed"] + 1)
+    train_ds = windows.make_windows_dataset(train, ctx, batch,
+                                            seed=o["seed"], skip_batches=step)
+    val_ds = windows.make_eval_dataset(val, ctx, batch, o["eval_steps"],
+                                       seed=o["seed"] + 1)
     throughput = Throughput(batch * ctx)
     logger = RunLogger(run_dir, throughput, wall_offset=wall)
     callbacks = [throughput, logger, EpochTensorBoard(str(run_dir / "logs"))]

@@ -1,7 +1,7 @@
 """How long `fit` takes to return after its last step, tf.data autotuner on
 and off: why `keras_gpt.data` turns the autotuner off.
 
-Fits a small GPT for `n` steps on `data.make_windows_dataset` (as `keras-gpt
+Fits a small GPT for `n` steps on `windows.make_windows_dataset` (as `keras-gpt
 train` feeds it) and times what follows Keras' `on_train_end` until `fit`
 returns, which is mostly the deletion of the dataset's iterator. Each `n`
 runs with that pipeline as keras_gpt builds it (autotuner off) and with
@@ -27,7 +27,7 @@ from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_gpt import data  # noqa: E402
+from keras_gpt import windows  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
 from keras_gpt.model import GPT  # noqa: E402
 from keras_gpt.training import compile_for_pretraining  # noqa: E402
@@ -75,9 +75,9 @@ def main(argv=None):
         0, m["vocab_size"], 100_000).astype("uint16")
     model = GPT(GPTConfig(**m, dropout=0.0))
     compile_for_pretraining(model, total_steps=10 ** 6)
-    pipelines = {"off": lambda: data.make_windows_dataset(
+    pipelines = {"off": lambda: windows.make_windows_dataset(
                      tokens, m["context_length"], 8),
-                 "on": lambda: _autotuned(data.make_windows_dataset(
+                 "on": lambda: _autotuned(windows.make_windows_dataset(
                      tokens, m["context_length"], 8))}
     _teardown(model, pipelines["off"](), 2)  # compile
     print(f"backend {keras.backend.backend()}; {m}, batch 8")
