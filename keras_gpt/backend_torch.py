@@ -108,15 +108,16 @@ def cross_entropy_function():
     """A torch autograd Function: (rows, vocab) logits, (rows,) targets ->
     (rows,) losses, whose backward reuses the forward's buffer.
 
-    `F.cross_entropy`'s backward fills a zero (rows, vocab) buffer, writes
-    -upstream at the targets, then runs log-softmax's backward into a third
-    fresh buffer; a fresh 64 MB buffer on CPU is also a fresh mapping whose
-    pages fault in as they are written. Here the gradient, (softmax -
-    one-hot) * upstream, is written over the saved log-probabilities:
-    forward and backward of batch 8 x 256, vocab 8192 took 63 instead of
-    133 ms (AVX2 EPYC, 2 cores). So the graph's backward can run once
-    only: a second one (`retain_graph=True`) raises torch's error for a
-    saved tensor modified in place.
+    `F.cross_entropy`'s backward fills a fresh zero (rows, vocab) buffer,
+    writes -upstream at the targets, then runs log-softmax's backward into
+    another fresh buffer; on CPU a fresh 64 MB buffer is also a fresh
+    mapping whose pages fault in as they are written. Here the gradient,
+    (softmax - one-hot) * upstream, is written over the saved
+    log-probabilities: forward and backward of batch 8 x 256, vocab 8192
+    took 81.6 instead of 136.0 ms (AVX2 EPYC, 2 cores;
+    `tools/loss_speed.py`). So the graph's backward can run once only: a
+    second one (`retain_graph=True`) raises torch's error for a saved
+    tensor modified in place.
     """
     global _CROSS_ENTROPY
     if _CROSS_ENTROPY is not None:

@@ -8,7 +8,10 @@ and its gradient with respect to the logits:
 - ours: `keras_gpt.backend.token_cross_entropy`, as `NextTokenLoss` runs
   it (TensorFlow: gradient written out; PyTorch: gradient written over the
   forward's buffer);
-- formula: logsumexp(logits) - logits[target] with the backend's autodiff;
+- formula: logsumexp(logits) - logits[target] with the backend's autodiff
+  (what ours is on JAX);
+- written gradient: JAX only, the formula with TensorFlow's written-out
+  gradient, which JAX does not take;
 - F.cross_entropy: PyTorch only, what keras_gpt used before.
 
 JAX and TensorFlow run compiled (`jax.jit`, `tf.function(jit_compile=True)`)
@@ -39,6 +42,9 @@ def _implementations():
     """name -> per-token loss function (logits, int32 targets)."""
     implementations = {"ours": backend_lib.token_cross_entropy,
                        "formula": backend_lib._cross_entropy}
+    if keras.backend.backend() == "jax":
+        implementations["written gradient"] = (
+            backend_lib._written_gradient_cross_entropy)
     if keras.backend.backend() == "torch":
         import torch.nn.functional as F
 
