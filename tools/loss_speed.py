@@ -1,5 +1,5 @@
-"""Forward and backward pass of the next-token loss alone, ours against the
-formula's own gradient (and, on PyTorch, `F.cross_entropy`).
+"""Forward and backward pass of the next-token loss alone: ours against the
+formula's autodiff gradient and the other candidates of this backend.
 
 On the current backend (`KERAS_BACKEND`), for random logits (batch, seq,
 vocab) and targets, each implementation computes the summed per-token loss
@@ -78,7 +78,6 @@ def _value_and_gradient(loss):
             return value, tape.gradient(value, logits)
 
         return step
-    import torch
 
     def step(logits, targets):
         logits = logits.detach().requires_grad_()
@@ -86,7 +85,6 @@ def _value_and_gradient(loss):
         value.backward()
         return value.detach(), logits.grad
 
-    torch.set_grad_enabled(True)
     return step
 
 
