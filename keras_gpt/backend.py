@@ -98,9 +98,8 @@ def token_cross_entropy(logits, targets):
     logsumexp(logits) - logits[target], which XLA fuses, with NaN for ids
     `check_token_ids` could only flag inside a compiled step; TensorFlow
     with the gradient written out (`_written_gradient_cross_entropy`).
-    PyTorch:
-    `backend_torch.cross_entropy` (eager torch would run each op of the
-    formula as its own pass over the logits).
+    PyTorch: `backend_torch.cross_entropy` (eager torch would run each op
+    of the formula as its own pass over the logits).
     """
     backend = keras.backend.backend()
     if backend == "torch":

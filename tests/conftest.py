@@ -18,6 +18,18 @@ def _seeded():
     keras.config.set_dtype_policy("float32")
 
 
+def load_tool(name):
+    """tools/<name>.py imported as a module, to run in this process."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 

@@ -1,6 +1,5 @@
 """`keras-gpt bench`: the table and JSON are produced (no speed asserted)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -9,6 +8,7 @@ import sys
 
 import keras
 import pytest
+from conftest import load_tool
 
 from keras_gpt.cli import main
 
@@ -97,10 +97,7 @@ def test_ab_speed_smoke(capsys):
     """tools/ab_speed.py prints on/off tokens/s and their ratio per check:
     each backend's pass runs its own checks, in this process."""
     checks = AB_CHECKS[keras.backend.backend()]
-    spec = importlib.util.spec_from_file_location(
-        "ab_speed", os.path.join(ROOT, "tools", "ab_speed.py"))
-    ab_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ab_speed)
+    ab_speed = load_tool("ab_speed")
     ab_speed.main([*checks, "--smoke"])
     out = capsys.readouterr().out
     rows = re.findall(r"^(\S+)\s+on\s+([\d.]+) tok/s\s+off\s+([\d.]+) "
@@ -122,10 +119,7 @@ def test_loss_speed_smoke(capsys):
     """tools/loss_speed.py checks every loss's gradient against ours, then
     prints ms per forward + backward and the ratio to ours (each backend in
     its own pass, in this process)."""
-    spec = importlib.util.spec_from_file_location(
-        "loss_speed", os.path.join(ROOT, "tools", "loss_speed.py"))
-    loss_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loss_speed)
+    loss_speed = load_tool("loss_speed")
     loss_speed.main(["--smoke"])
     out = capsys.readouterr().out
     assert re.search(r"^\w+: loss forward \+ backward, logits \(2, 8, 64\), "

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import load_tool
 
 from keras_gpt.cli import main
 
@@ -540,12 +541,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, case, message):
 
 @IN_TENSORFLOW
 def test_benchmark_smoke():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_export", ROOT / "tools" / "bench_export.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool("bench_export")
     # Raises unless the SavedModel's greedy text equals generate's.
     result = bench.run(bench.SMOKE, batch=2, prompt_tokens=5, new_tokens=4,
                        rounds=1)
