@@ -282,4 +282,6 @@ def lean_decoder(model):
     """
     if keras.backend.backend() != "torch":
         return None
-    return backend_torch.TorchDecoder.for_model(model)
+    from keras_gpt.backend_torch.decoder import TorchDecoder
+
+    return TorchDecoder.for_model(model)

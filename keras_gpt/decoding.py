@@ -6,7 +6,7 @@ decoded per step: each step feeds only the newest token, reads the cache and
 writes its own keys and values in place. The loop is compiled whole —
 `jax.lax.while_loop` under `jax.jit`, `tf.while_loop` under
 `tf.function(jit_compile=True)` — and on PyTorch it is a lean eager loop
-over `keras_gpt.backend_torch.TorchDecoder`. It stops as soon as every row
+over `keras_gpt.backend_torch.decoder.TorchDecoder`. It stops as soon as every row
 has stopped.
 
 Ragged batches: prompts are right-padded into one (batch, length) buffer.
