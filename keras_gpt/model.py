@@ -242,7 +242,7 @@ class GPT(keras.Model):
         columns, W_O by rows, i.e. by heads) and the MLP (up-projection by
         columns, down-projection by rows) are split over the `model_dim`
         axis; the rest is replicated. Details in
-        `keras_gpt.distribution.layout_rules`. A class method taking the
+        `keras_gpt.sharding.layout_rules`. A class method taking the
         config, because the model must be built inside the distribution's
         scope, after the map exists.
 
@@ -269,7 +269,7 @@ class GPT(keras.Model):
             model.fit(...)
         ```
         """
-        from keras_gpt.distribution import layout_map
+        from keras_gpt.sharding import layout_map
 
         if isinstance(config, str):
             config = GPTConfig.from_preset(config)

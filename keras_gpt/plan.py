@@ -5,7 +5,7 @@ Pure arithmetic on the config (no weights, no backend), so GPT-3 175B is
 planned as fast as "tiny". Per device, with P the parameters that device
 holds (`parameters_per_device`: all N = `parameter_table(config).total` on
 one device; with a model axis of M devices, the matrices split as
-`keras_gpt.distribution.layout_rules` splits them and the rest replicated;
+`keras_gpt.sharding.layout_rules` splits them and the rest replicated;
 the data axis replicates every weight, as Keras' `DataParallel` and
 `MirroredStrategy` do: there is no ZeRO/FSDP sharding of optimizer state):
 
@@ -53,9 +53,9 @@ import math
 import re
 
 from keras_gpt.config import GPTConfig
-from keras_gpt.distribution import (MODEL_AXIS, axes_for, check_layout,
-                                    layout_rules)
 from keras_gpt.params import parameter_table
+from keras_gpt.sharding import (MODEL_AXIS, axes_for, check_layout,
+                                layout_rules)
 
 
 @dataclasses.dataclass(frozen=True)

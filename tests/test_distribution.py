@@ -10,7 +10,8 @@ from conftest import to_numpy
 
 from keras_gpt import GPT, GPTConfig, compile_for_pretraining
 from keras_gpt.cli import main
-from keras_gpt.distribution import check_backend, check_layout, layout_map
+from keras_gpt.distribution import check_backend
+from keras_gpt.sharding import check_layout, layout_map
 from keras_gpt.plan import estimate
 
 BACKEND = keras.backend.backend()
