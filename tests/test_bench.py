@@ -45,6 +45,24 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert ratios.count("x") == len(names) - 1
 
 
+def test_bfloat16_smoke_runs_what_the_gpu_check_runs(tmp_path):
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("tools/gpu_check.sh benchmarks JAX and PyTorch only (the "
+                    "GPU image has no TensorFlow)")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--smoke", "--dtype", "mixed_bfloat16",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["options"]["dtype"] == "mixed_bfloat16"
+    # On CPU the MFU is over the float32 peak, NumPy's among its sources.
+    assert result["matmul_peak_dtype"] == "float32"
+    assert result["matmul_peak_gflops"]["numpy"] > 0
+    for name in ["keras_gpt"] + [n for n in ("keras_hub", "hf_torch")
+                                 if n not in result["skipped"]]:
+        assert 0 < result["train"][name]["mfu"] < 1, name
+        assert result["decode"][0][name]["tokens_per_s"] > 0, name
+
+
 @pytest.mark.parametrize("args, message", [
     (["--decode-batch-sizes", "0"], "expected integers >= 1"),
     (["--only", "speed"], "unknown 'speed'"),

@@ -9,8 +9,9 @@ each implementation runs):
   ...) and best of the rounds: these machines are noisy;
 - model FLOP utilisation: (6 N + 12 L d_model T) FLOPs per token (N: the
   parameters without position embeddings; L layers; T the sequence
-  length) times tokens/s, over the float32 (or bfloat16) matmul peak
-  measured in the same run (`measure.matmul_peak`);
+  length) times tokens/s, over the matmul peak measured in the same run
+  (`measure.matmul_peak`): float32 on CPU, the run's dtype (float32 or
+  bfloat16) on an accelerator;
 - the first call's time (tracing, compiling, building) and the peak memory
   it added (`measure.MemoryProbe`);
 - decoding tokens/s at each batch size, greedy (and top-k when asked).
@@ -159,12 +160,17 @@ def run_benchmark(o, log=print):
     names, skipped = _available(o["skip"])
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
-    peak_dtype = "bfloat16" if "bfloat16" in o["dtype"] else "float32"
+    # On CPU the peak is float32's, bfloat16 runs too (the CPU target is
+    # over that peak); without bf16 matrix units a bf16 2048^3 product is
+    # also slow to time: torch's took 63 s on an AVX2 EPYC.
+    peak_dtype = ("bfloat16" if accelerator and "bfloat16" in o["dtype"]
+                  else "float32")
     peak = measure.matmul_peak(backend, accelerator, peak_dtype)
     n_params = _non_position_params(o["model"])
     result = {"backend": backend, "keras": keras.__version__,
               "machine": measure.machine(), "options": o,
-              "matmul_peak_gflops": peak, "params_without_positions": n_params,
+              "matmul_peak_gflops": peak, "matmul_peak_dtype": peak_dtype,
+              "params_without_positions": n_params,
               "flops_per_token": flops_per_token(o["model"], n_params),
               "skipped": skipped, "train": {}, "decode": []}
     if "train" in o["only"]:
@@ -255,7 +261,7 @@ def format_table(r):
         f"model {m['n_layers']} layers, {m['n_heads']} heads, d_model "
         f"{m['d_model']}, vocab {m['vocab_size']}, seq {m['context_length']};"
         f" {o['dtype']}; N = {r['params_without_positions']:,} (no positions)",
-        "matmul peak GFLOP/s: " + ", ".join(
+        f"{r['matmul_peak_dtype']} matmul peak GFLOP/s: " + ", ".join(
             f"{k} {v:.0f}" for k, v in peak.items()),
         f"{'':34}" + "".join(f"{n:>12}" for n in names)
         + "".join(f"{'vs ' + n:>13}" for n in refs)]
