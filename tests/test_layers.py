@@ -62,6 +62,12 @@ def test_attention_matches_the_seed_formula():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 8)).astype("float32")
     attention = CausalSelfAttention(n_heads=2, d_head=4)
+    attention.build(x.shape)
+    # Weights far from their 0.02-wide initial ones: those give nearly
+    # uniform softmax weights and outputs near zero, where a wrong scale in
+    # the fused path stayed within the tolerance.
+    for weight in attention.weights:
+        weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
     out, weights = attention(x, return_attention_weights=True)
     fused = to_numpy(attention(x))  # SDPA on torch; matmuls on CPU jax/tf
     qkv_w, qkv_b, o_w, o_b = (to_numpy(w) for w in attention.weights)
@@ -102,6 +108,46 @@ def test_attention_in_blocks_matches_the_full_score_matrix():
     for got, expected in zip(gradients(weighted(blocked), (q, k, v)),
                              gradients(weighted(full), (q, k, v))):
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_attention_matches_the_formula(dtype, monkeypatch):
+    """`ops.dot_product_attention`, the path of torch and of GPUs (where
+    JAX and TF take it too, in bfloat16 under mixed precision), gives the
+    explicit formula's outputs and gradients on every backend: to float32
+    rounding, or in bfloat16 to 2% of the whole (the explicit path keeps
+    its scores in float32, the fused one rounds them to 8 bits)."""
+    from keras_gpt import backend as backend_lib
+
+    monkeypatch.setattr(backend_lib, "_FUSED_ATTENTION", True)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 40, 12)).astype("float32")
+    upstream = keras.ops.convert_to_tensor(
+        rng.normal(size=(2, 40, 12)).astype("float32"))
+    attention = CausalSelfAttention(n_heads=3, d_head=4, dtype=dtype)
+    attention.build(x.shape)
+    # Far from the initial weights (test_attention_matches_the_seed_formula).
+    for weight in attention.weights:
+        weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
+
+    def loss(return_weights):
+        def fn(inputs):
+            out = attention(inputs, return_attention_weights=return_weights)
+            out = out[0] if return_weights else out
+            return keras.ops.sum(keras.ops.cast(out, "float32") * upstream)
+        return fn
+
+    for fused, explicit in zip(
+            (attention(x), *gradients(loss(False), (x,))),
+            (attention(x, return_attention_weights=True)[0],
+             *gradients(loss(True), (x,)))):
+        fused, explicit = (to_numpy(t).astype("float32")
+                           for t in (fused, explicit))
+        if dtype == "float32":
+            np.testing.assert_allclose(fused, explicit, atol=1e-5)
+        else:
+            error = np.linalg.norm(fused - explicit)
+            assert error <= 0.02 * np.linalg.norm(explicit), error
 
 
 def test_rotary_scores_depend_on_relative_position_only():
