@@ -160,9 +160,9 @@ def run_benchmark(o, log=print):
     names, skipped = _available(o["skip"])
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
-    # On CPU the peak is float32's, bfloat16 runs too (the CPU target is
-    # over that peak); without bf16 matrix units a bf16 2048^3 product is
-    # also slow to time: torch's took 63 s on an AVX2 EPYC.
+    # On CPU the peak is float32's also for bfloat16 runs: the CPU target is
+    # over that peak, and without bf16 matrix units a bf16 2048^3 product is
+    # slow even to time (torch's took 63 s on an AVX2 EPYC).
     peak_dtype = ("bfloat16" if accelerator and "bfloat16" in o["dtype"]
                   else "float32")
     peak = measure.matmul_peak(backend, accelerator, peak_dtype)

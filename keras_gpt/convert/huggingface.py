@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_gpt.config import GPTConfig
+from keras_gpt.convert._checkpoint import CheckpointTensors
 from keras_gpt.convert._common import (ConversionError, assign_all,
                                        check_shape, model_weights, to_numpy,
                                        write_folder_atomically)
-from keras_gpt.convert._checkpoint import CheckpointTensors
 
 # Hugging Face activation names -> ours. Our GELU is the tanh approximation;
 # "gelu" in transformers is the exact (erf) one, so it is refused.
