@@ -20,6 +20,7 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     names = ["keras_gpt"] + [n for n in ("keras_hub", "hf_torch")
                              if n not in result["skipped"]]
+    assert result["complete"] is True
     assert result["backend"] == keras.backend.backend()
     assert result["matmul_peak_gflops"]["best"] > 0
     for name in names:
@@ -43,6 +44,25 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     ratios = [l for l in table.splitlines()
               if l.startswith("train tokens/s")][0]
     assert ratios.count("x") == len(names) - 1
+
+
+def test_a_run_stopped_while_decoding_keeps_its_training_figures(
+        tmp_path, monkeypatch):
+    """The JSON is rewritten after each part, marked incomplete until the
+    end: a time limit (tools/gpu_check.sh) loses only what was not run."""
+    from keras_gpt import bench
+
+    def stopped(*args):
+        raise KeyboardInterrupt  # the run is stopped here
+
+    monkeypatch.setitem(bench.impl.DECODERS, "keras_gpt", stopped)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--smoke", "--skip", "keras_hub,hf_torch",
+                    "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["complete"] is False and result["decode"] == []
+    assert result["train"]["keras_gpt"]["tokens_per_s"] > 0
 
 
 def test_bfloat16_smoke_runs_what_the_gpu_check_runs(tmp_path):

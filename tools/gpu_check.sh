@@ -2,7 +2,9 @@
 # One prepared GPU run (under 8 minutes on an H200): GPT-2 small (124M)
 # bfloat16 training tokens/s and MFU, decoding tokens/s at batch 1 and 32,
 # per backend, with KerasHub (JAX) and Hugging Face (PyTorch) beside us.
-# Writes <backend>.json and <backend>.txt into OUT_DIR.
+# Writes <backend>.json and <backend>.txt into OUT_DIR. The JSON is
+# rewritten after each part, so a backend stopped by its time limit keeps
+# what it measured ("complete": false).
 #
 #   here:   bash tools/gpu_wheels.sh          # Keras + KerasHub wheels -> .whl/
 #   device: bash tools/gpu_check.sh "$OUT"     # with .whl carried

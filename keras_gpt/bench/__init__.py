@@ -151,8 +151,14 @@ def _non_position_params(model):
     return table.total - positions
 
 
-def run_benchmark(o, log=print):
-    """Measure everything `o` (see `options_from_args`) asks; a dict."""
+def run_benchmark(o, log=print, save=None):
+    """Measure everything `o` (see `options_from_args`) asks; a dict.
+
+    `save(result)`, if given, is called after the training part and after
+    each decoding row, with `result["complete"]` False until the end: a
+    run stopped part-way (a time limit on a lent GPU) keeps what it
+    measured.
+    """
     import keras
 
     backend = keras.backend.backend()
@@ -172,11 +178,18 @@ def run_benchmark(o, log=print):
               "matmul_peak_gflops": peak, "matmul_peak_dtype": peak_dtype,
               "params_without_positions": n_params,
               "flops_per_token": flops_per_token(o["model"], n_params),
-              "skipped": skipped, "train": {}, "decode": []}
+              "skipped": skipped, "train": {}, "decode": [],
+              "complete": False}
+    save = save or (lambda result: None)
     if "train" in o["only"]:
         result["train"] = _train(o, names, backend, accelerator, result)
+        save(result)
     if "decode" in o["only"]:
-        result["decode"] = _decode(o, names, backend, accelerator)
+        for row in _decode(o, names, backend, accelerator):
+            result["decode"].append(row)
+            save(result)
+    result["complete"] = True
+    save(result)
     return result
 
 
@@ -228,7 +241,7 @@ def _train(o, names, backend, accelerator, result):
 
 
 def _decode(o, names, backend, accelerator):
-    rows = []
+    """Yields one row per batch size and sampler."""
     rng = np.random.default_rng(1)
     for batch in o["decode_batch_sizes"]:
         prompts = rng.integers(0, o["model"]["vocab_size"],
@@ -243,8 +256,7 @@ def _decode(o, names, backend, accelerator):
             for name in names:
                 row[name]["tokens_per_s"] = (batch * o["new_tokens"]
                                              / best[name])
-            rows.append(row)
-    return rows
+            yield row
 
 
 def format_table(r):
@@ -299,10 +311,11 @@ def run_and_report(o):
     """Run, print the table, write JSON when asked; returns the results."""
     from keras_gpt.files import atomic_write
 
-    results = run_benchmark(o)
-    print(format_table(results), flush=True)
-    if o["json"]:
+    def save(results):
         atomic_write(o["json"], json.dumps(results, indent=2))
+
+    results = run_benchmark(o, save=save if o["json"] else None)
+    print(format_table(results), flush=True)
     return results
 
 
