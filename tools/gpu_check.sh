@@ -45,7 +45,7 @@ common=(--preset gpt2-small --dtype mixed_bfloat16 --batch-size 8 --steps 10
 status=0
 # Time limits (s), 7.7 min in all: JAX compiles three programs (training,
 # decoding at batch 1 and at 32) for ours and three for KerasHub; TF is not
-# on the H200 image. A backend stopped at its limit keeps its JSON so far.
+# on the H200 image.
 for spec in "jax:hf_torch:220" "torch:keras_hub:150" "tensorflow:hf_torch:90"; do
   IFS=: read -r backend skip limit <<<"$spec"
   module=$backend
