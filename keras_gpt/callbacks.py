@@ -107,9 +107,11 @@ class RunLogger(keras.callbacks.Callback):
     """At each evaluation: checkpoint the run, append to metrics.jsonl,
     redraw the loss curve.
 
-    The checkpoint (`checkpoint.weights.h5`: weights and optimizer state,
-    whose step counter is the run's step) and `model.keras` are written to
-    temporary names and renamed, so a kill leaves the previous ones whole.
+    The checkpoint is `model.keras`: the model, its weights and the
+    optimizer state, whose step counter is the run's step (`--resume` loads
+    it with `load_weights`; `keras.models.load_model` reads it whole). It is
+    written to a temporary name and renamed, so a kill leaves the previous
+    one whole.
 
     Args:
         run_dir: The run directory.
@@ -142,8 +144,6 @@ class RunLogger(keras.callbacks.Callback):
         return round(self.wall_offset + time.time() - self.started, 3)
 
     def save_checkpoint(self):
-        replace_atomically(self.run_dir / "checkpoint.weights.h5",
-                           self.model.save_weights)
         replace_atomically(self.run_dir / "model.keras", self.model.save)
         atomic_write(self.run_dir / "state.json", json.dumps(
             {"step": int(_float(self.model.optimizer.iterations)),

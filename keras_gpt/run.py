@@ -2,9 +2,9 @@
 
 `train_run` is what `keras-gpt train` calls. A run directory holds:
 `config.json` (the GPTConfig), `run.json` (the run's options), `tokenizer/`,
-`checkpoint.weights.h5` (weights + optimizer state, written at each
-evaluation), `model.keras` (the same model, loadable with
-`keras.models.load_model`), `state.json`, `metrics.jsonl`, `loss.png`,
+`model.keras` (the checkpoint, written at each evaluation: the model,
+loadable with `keras.models.load_model`, and the optimizer state that
+`--resume` continues from), `state.json`, `metrics.jsonl`, `loss.png`,
 `distribution.json` (engine, devices and each variable's layout) and
 TensorBoard logs in `logs/`.
 """
@@ -181,7 +181,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
         return _fit(run_dir, o, config, tokenizer, train, val, resume,
                     verbose, parallel)
     except BaseException:
-        if created and not (run_dir / "checkpoint.weights.h5").exists():
+        if created and not (run_dir / "model.keras").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -223,7 +223,7 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
     wall = 0.0
     if resume:
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(run_dir / "checkpoint.weights.h5")
+        model.load_weights(run_dir / "model.keras")
         wall = json.loads((run_dir / "state.json").read_text())["wall_s"]
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     if step >= o["steps"]:

@@ -290,7 +290,7 @@ def test_convert_command_makes_a_run_directory(tmp_path, tokenizer_files):
     assert args.run(args) == 0
     run = tmp_path / "run"
     for name in ("model.keras", "config.json", "run.json", "state.json",
-                 "checkpoint.weights.h5", "tokenizer/tokenizer.json"):
+                 "tokenizer/tokenizer.json"):
         assert (run / name).is_file(), name
     model, tokenizer = load_run(run)
     ids = _ids((1, 6))
@@ -303,7 +303,7 @@ def test_convert_command_makes_a_run_directory(tmp_path, tokenizer_files):
     resumed = GPT(GPTConfig.from_json((run / "config.json").read_text()))
     compile_for_pretraining(resumed, total_steps=stored["steps"])
     resumed.optimizer.build(resumed.trainable_variables)
-    resumed.load_weights(run / "checkpoint.weights.h5")
+    resumed.load_weights(run / "model.keras")
     np.testing.assert_array_equal(_logits(resumed, ids), _logits(model, ids))
     with pytest.raises(ConversionError, match="already"):
         args.run(args)

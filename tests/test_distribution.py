@@ -94,7 +94,6 @@ for name, (data, model_axis) in layouts.items():
         step_counter_bytes=nbytes(model.optimizer.iterations))
     if last:
         model.save(out / "model.keras")
-        model.save_weights(out / "checkpoint.weights.h5")
 
 (out / "results.json").write_text(json.dumps(results))
 sys.stdout.flush()
@@ -180,7 +179,7 @@ def test_jax_data_and_model_parallel_match_one_device(tmp_path):
     fresh = GPT(config)
     compile_for_pretraining(fresh, total_steps=STEPS)
     fresh.optimizer.build(fresh.trainable_variables)
-    fresh.load_weights(tmp_path / "checkpoint.weights.h5")
+    fresh.load_weights(tmp_path / "model.keras")  # as --resume does
     assert int(to_numpy(fresh.optimizer.iterations)) == STEPS
     for a, b in zip(fresh.weights, loaded.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b), a.path)

@@ -36,10 +36,11 @@ def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
                  str(out)) == 0
     # One sampled continuation per evaluation, even at context 16.
     assert capsys.readouterr().out.count("--- sample: ''") == 2
-    for name in ("model.keras", "checkpoint.weights.h5", "config.json",
-                 "run.json", "state.json", "metrics.jsonl", "loss.png",
-                 "tokenizer/tokenizer.json"):
+    for name in ("model.keras", "config.json", "run.json", "state.json",
+                 "metrics.jsonl", "loss.png", "tokenizer/tokenizer.json"):
         assert (out / name).is_file(), name
+    # model.keras is the checkpoint: the weights are written once.
+    assert not list(out.glob("*.h5"))
     assert any((out / "logs").rglob("*tfevents*"))
     records = [json.loads(l) for l in (out / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == [2, 4]

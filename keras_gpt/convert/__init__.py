@@ -52,10 +52,10 @@ __all__ = ["ConversionError", "config_from_huggingface",
 def write_run(model, tokenizer, run_dir):
     """Writes a run directory holding `model` and `tokenizer`.
 
-    The directory holds what `keras-gpt train` writes: `model.keras`,
-    `config.json`, `run.json`, `state.json` (step 0), `tokenizer/` and
-    `checkpoint.weights.h5` (with a freshly built optimizer), so
-    `keras-gpt generate RUN_DIR` samples from it and
+    The directory holds what `keras-gpt train` writes: `model.keras` (with
+    a freshly built optimizer), `config.json`, `run.json`, `state.json`
+    (step 0) and `tokenizer/`, so `keras-gpt generate RUN_DIR` samples
+    from it and
     `keras-gpt train --out RUN_DIR --resume` fine-tunes it (on the data
     recorded in `run.json`; the default corpus unless edited).
 
@@ -100,7 +100,6 @@ def write_run(model, tokenizer, run_dir):
         (folder / "run.json").write_text(json.dumps(options, indent=2))
         (folder / "state.json").write_text(json.dumps({"step": 0,
                                                        "wall_s": 0.0}))
-        copy.save_weights(folder / "checkpoint.weights.h5")
         copy.save(folder / "model.keras")
 
     return write_folder_atomically(Path(run_dir), write)
