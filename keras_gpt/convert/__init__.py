@@ -55,9 +55,8 @@ def write_run(model, tokenizer, run_dir):
     The directory holds what `keras-gpt train` writes: `model.keras` (with
     a freshly built optimizer), `config.json`, `run.json`, `state.json`
     (step 0) and `tokenizer/`, so `keras-gpt generate RUN_DIR` samples
-    from it and
-    `keras-gpt train --out RUN_DIR --resume` fine-tunes it (on the data
-    recorded in `run.json`; the default corpus unless edited).
+    from it and `keras-gpt train --out RUN_DIR --resume` fine-tunes it (on
+    the data recorded in `run.json`; the default corpus unless edited).
 
     Args:
         model: A `keras_gpt.GPT`.
