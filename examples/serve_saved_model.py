@@ -27,7 +27,7 @@ from pathlib import Path
 
 def train_tiny(run_dir, steps):
     """A small run on the built-in corpus (a minute or two on 2 cores)."""
-    from keras_gpt.cli import main
+    from keras_gpt.commands.main import main
 
     code = main(["train", "--tokenizer", "bpe", "--vocab-size", "512",
                  "--n-layers", "2", "--n-heads", "2", "--d-model", "64",

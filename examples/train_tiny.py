@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from pydoc_data.topics import topics
 
+import keras_gpt
 from keras_gpt import GPT, GPTConfig, compile_for_pretraining
 
 
@@ -46,8 +47,8 @@ def main():
               validation_data=(vx, vy), verbose=2)
     print(f"trained {args.steps} steps in {time.time() - start:.1f} s")
     prompt = "The return statement"
-    out = model.generate(list(prompt.encode()), max_new_tokens=40,
-                         temperature=0)
+    out = keras_gpt.generate(model, list(prompt.encode()), max_new_tokens=40,
+                             temperature=0)
     print("greedy continuation:\n" + prompt
           + bytes(out).decode("utf-8", errors="replace"))
 

@@ -1,40 +1,35 @@
 """keras_gpt: the GPT of "Large Language Models", built from Keras 3 layers.
 
 ```python
-from keras_gpt import GPT, GPTConfig
-model = GPT(GPTConfig.from_preset("tiny"))
+import keras_gpt
+model = keras_gpt.GPT(keras_gpt.GPTConfig.from_preset("tiny"))
+model = keras.models.load_model("gpt.keras")   # any keras_gpt file
 ```
 
-Names are imported on first use, so `keras_gpt.config` and
-`keras_gpt.parameter_table` work without importing Keras or a backend.
+Importing the package loads Keras and registers every keras_gpt class
+(layers, model, loss), so `keras.models.load_model` reads any file saved
+by keras_gpt, as KerasHub does for its own. The packages, by stage:
+`backend` -> `layers` -> `model` -> `generation`, `training`, `serving`,
+`parallel`, `convert`, `interpret`, `bench` -> `commands` (README.md has the
+map).
 """
 
-import importlib
+from keras_gpt.commands import console as _console
 
-__version__ = "0.1.0"
+_console.prepare_process()  # in the `keras-gpt` process only
 
-_EXPORTS = {
-    "GPT": "keras_gpt.model",
-    "GPTConfig": "keras_gpt.config",
-    "parameter_table": "keras_gpt.params",
-    "compile_for_pretraining": "keras_gpt.training",
-    "make_optimizer": "keras_gpt.training",
-    "next_token_loss": "keras_gpt.training",
-    "generate": "keras_gpt.generation",
-    "export_saved_model": "keras_gpt.export",
-    "export_run": "keras_gpt.export",
-}
+from keras_gpt import layers  # noqa: E402
+from keras_gpt.config import GPTConfig  # noqa: E402
+from keras_gpt.generation import generate  # noqa: E402
+from keras_gpt.losses import NextTokenLoss, next_token_loss  # noqa: E402
+from keras_gpt.model import GPT  # noqa: E402
+from keras_gpt.params import parameter_table  # noqa: E402
+from keras_gpt.serving import export_run, export_saved_model  # noqa: E402
+from keras_gpt.training import (compile_for_pretraining,  # noqa: E402
+                                make_optimizer)
+from keras_gpt.version import __version__  # noqa: E402
 
-__all__ = sorted(_EXPORTS) + ["layers"]
-
-
-def __getattr__(name):
-    if name == "layers":
-        return importlib.import_module("keras_gpt.layers")
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'keras_gpt' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = ["GPT", "GPTConfig", "NextTokenLoss", "__version__",
+           "compile_for_pretraining", "export_run", "export_saved_model",
+           "generate", "layers", "make_optimizer", "next_token_loss",
+           "parameter_table"]

@@ -11,10 +11,11 @@ import keras
 from keras import ops
 
 # Registers NextTokenLoss, which the compile config of a saved GPT names.
-import keras_gpt.training  # noqa: F401
+import keras_gpt.losses  # noqa: F401
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
+from keras_gpt.sharding import layout_map
 
 
 def _normal(stddev):
@@ -56,6 +57,7 @@ class GPT(keras.Model):
     model.fit(x, y)                        # x, y: (batch, seq) token ids
     logits = model(x[:1])                  # (1, seq, vocab_size)
     seen = model.inspect(x[:1])            # attention weights, residuals
+    keras_gpt.generate(model, x[:1, :4], max_new_tokens=20)
     ```
     """
 
@@ -269,23 +271,6 @@ class GPT(keras.Model):
             model.fit(...)
         ```
         """
-        from keras_gpt.sharding import layout_map
-
         if isinstance(config, str):
             config = GPTConfig.from_preset(config)
         return layout_map(config, device_mesh, model_dim, batch_dim)
-
-    # Generation ---------------------------------------------------------------
-
-    def generate(self, prompts, **kwargs):
-        """Continues `prompts`: `keras_gpt.generate(self, prompts, **kwargs)`.
-
-        Example:
-
-        ```python
-        model.generate([[1, 2, 3]], max_new_tokens=20, temperature=0)
-        ```
-        """
-        from keras_gpt.generation import generate
-
-        return generate(self, prompts, **kwargs)

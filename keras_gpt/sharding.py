@@ -2,9 +2,9 @@
 variable is split over the model axis of a (batch, model) device mesh
 (`layout_rules`), the checks that a mesh fits a model and batch
 (`check_layout`), and the `keras.distribution.LayoutMap` built from them
-(`layout_map`). `keras_gpt.distribution` runs training with it.
+(`layout_map`). `keras_gpt.parallel.distribution` runs training with it.
 
-This module imports Keras lazily, so `keras_gpt.plan` can use
+This module imports Keras lazily, so `keras_gpt.parallel.plan` can use
 `layout_rules` without starting a backend.
 """
 

@@ -2,6 +2,8 @@ import pytest
 
 from keras_gpt.config import PRESETS, GPTConfig
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_defaults_follow_d_model():
     c = GPTConfig(vocab_size=10, context_length=8, d_model=64, n_layers=1,

@@ -5,6 +5,8 @@ import pytest
 
 from keras_gpt import GPT, GPTConfig, parameter_table
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_gpt3_175b_reproduces_the_seed_table():
     table = parameter_table("gpt3-175b")
@@ -49,7 +51,7 @@ def test_full_total_equals_count_params(overrides):
 
 def test_params_command_prints_the_table():
     result = subprocess.run(
-        [sys.executable, "-m", "keras_gpt.cli", "params", "gpt3-175b"],
+        [sys.executable, "-m", "keras_gpt.commands", "params", "gpt3-175b"],
         capture_output=True, text=True, check=True)
     assert "175,181,291,520" in result.stdout
     assert "Position embedding" in result.stdout
@@ -57,7 +59,7 @@ def test_params_command_prints_the_table():
 
 def test_params_command_rejects_unknown_preset():
     result = subprocess.run(
-        [sys.executable, "-m", "keras_gpt.cli", "params", "gpt9"],
+        [sys.executable, "-m", "keras_gpt.commands", "params", "gpt9"],
         capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice: 'gpt9'" in result.stderr

@@ -16,7 +16,7 @@ best of the rounds, on the benchmark's model (6 layers, 6 heads, d_model
   `compile_for_pretraining` chooses) against Keras' "auto", op by op on a
   CPU (TensorFlow only);
 - torch-gemm: the float32 projections on the product
-  `backend_torch.cpu_gemm` picks for this CPU against the other one
+  `pytorch.cpu_gemm` picks for this CPU against the other one
   (oneDNN or the wheel's own GEMM; training step; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
@@ -36,10 +36,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
-from keras_gpt import backend_torch, training  # noqa: E402
+from keras_gpt.backend import pytorch  # noqa: E402
 from keras_gpt.bench import ISSUE_MODEL as MODEL  # noqa: E402
 from keras_gpt.bench import implementations, measure  # noqa: E402
 from keras_gpt.layers import attention  # noqa: E402
+from keras_gpt.training import recipe as training  # noqa: E402
 
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
@@ -57,9 +58,9 @@ def _switch(check, on):
         return training, "next_token_loss", (training.next_token_loss if on
                                              else off)
     if check == "torch-gemm":
-        picked = backend_torch.cpu_gemm()
+        picked = pytorch.cpu_gemm()
         other = "torch" if picked == "onednn" else "onednn"
-        return backend_torch, "_CPU_GEMM", picked if on else other
+        return pytorch, "_CPU_GEMM", picked if on else other
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return training, "training_jit_compile", (
@@ -123,14 +124,14 @@ def main(argv=None):
             make = lambda: implementations.train_keras_gpt(  # noqa: E731
                 spec, ids, ids)
         if (check == "torch-gemm"
-                and not backend_torch.onednn_linear_available()):
+                and not pytorch.onednn_linear_available()):
             print(f"{check:15s} skipped: this PyTorch has no oneDNN linear op")
             continue
         runs = {"on": _built(check, True, make),
                 "off": _built(check, False, make)}
         best = measure.interleaved_best(runs, rounds)
         on, off = (tokens / best[k] for k in ("on", "off"))
-        label = (f" (on: {backend_torch.cpu_gemm()})"
+        label = (f" (on: {pytorch.cpu_gemm()})"
                  if check == "torch-gemm" else "")
         print(f"{check:15s} on {on:9.1f} tok/s  off {off:9.1f} tok/s  "
               f"on/off {on / off:.3f}x{label}")

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from keras_gpt.run import (RunOptions, bigram_loss, model_config,  # noqa: E402
+from keras_gpt.training.run import (RunOptions, bigram_loss, model_config,  # noqa: E402
                            prepare_data, resolve_options, train_run)
 
 CHAR = dict(tokenizer="char", n_layers=4, n_heads=4, d_model=128,

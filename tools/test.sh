@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install from scratch (tools/install.sh), then run the whole suite once per
-# Keras backend, on two pytest-xdist workers (the TF pass took 12 min on one,
-# 8 on two, on a 2-core AVX2 EPYC). Extra arguments go to pytest (e.g.
+# Install from scratch (tools/install.sh), then run the whole suite under
+# each Keras backend, on two pytest-xdist workers. Tests marked
+# backend_independent (tokenizers, token files, config, parameter table,
+# planner, argument checks, the import rules) cannot differ by backend: they
+# run in the torch pass only. Extra arguments go to pytest (e.g.
 # -k causality, or -n 0 for one process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,14 @@ bash tools/install.sh || exit 1
 export TF_CPP_MIN_LOG_LEVEL=2
 status=0
 for backend in tensorflow jax torch; do
-  echo "=== KERAS_BACKEND=$backend ==="
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 "$@" tests || status=1
+  if [ "$backend" = torch ]; then
+    echo "=== KERAS_BACKEND=$backend (with the backend-independent tests) ==="
+    select=()
+  else
+    echo "=== KERAS_BACKEND=$backend (backend-independent tests run in the torch pass) ==="
+    select=(-m "not backend_independent")
+  fi
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider \
+    -n 2 "${select[@]}" "$@" tests || status=1
 done
 exit $status

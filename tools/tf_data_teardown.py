@@ -27,7 +27,7 @@ from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_gpt import windows  # noqa: E402
+from keras_gpt.data import windows  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
 from keras_gpt.model import GPT  # noqa: E402
 from keras_gpt.training import compile_for_pretraining  # noqa: E402

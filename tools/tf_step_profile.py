@@ -35,7 +35,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from keras_gpt.bench import ISSUE_MODEL as MODEL  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
-from keras_gpt.windows import without_autotune  # noqa: E402
+from keras_gpt.data.windows import without_autotune  # noqa: E402
 from keras_gpt.model import GPT  # noqa: E402
 from keras_gpt.training import compile_for_pretraining  # noqa: E402
 

@@ -73,12 +73,12 @@ def _fit_block(model, x, y, batch_size):
     if keras.backend.backend() == "tensorflow":
         # Keras feeds arrays through an autotuned tf.data pipeline here,
         # and deleting its iterator when `fit` returns may wait for the
-        # autotuner (see keras_gpt.windows.PARALLEL_READS): at random, for
+        # autotuner (see keras_gpt.data.windows.PARALLEL_READS): at random, for
         # every implementation alike, and not a cost of training. So every
         # implementation gets the same untuned pipeline.
         import tensorflow as tf
 
-        from keras_gpt.windows import PREFETCH_BATCHES, without_autotune
+        from keras_gpt.data.windows import PREFETCH_BATCHES, without_autotune
 
         dataset = without_autotune(tf.data.Dataset.from_tensor_slices(
             (x, y)).batch(batch_size).prefetch(PREFETCH_BATCHES))

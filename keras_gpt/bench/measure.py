@@ -6,29 +6,10 @@ is measured the same way.
 
 import os
 import threading
-import time
 
 import numpy as np
 
-
-def time_call(fn):
-    """Seconds `fn()` took, and what it returned."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def interleaved_best(runs, rounds):
-    """Best seconds per name over `rounds` rounds of `runs` (name -> fn).
-
-    Round by round, one call each (a, b, c, a, b, c, ...): a noisy machine
-    then slows every implementation alike, and the best round counts.
-    """
-    best = {name: float("inf") for name in runs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            best[name] = min(best[name], time_call(fn)[0])
-    return best
+from keras_gpt.backend.timing import interleaved_best, time_call  # noqa: F401
 
 
 def _rss_bytes():
@@ -175,10 +156,10 @@ def _backend_matmul(backend, a, b, dtype):
 
 def _torch_onednn_matmul(backend, accelerator, dtype, a, b):
     from keras_gpt import backend as backend_lib
-    from keras_gpt import backend_torch
+    from keras_gpt.backend import pytorch
 
     if backend != "torch" or accelerator or dtype != "float32" or \
-            not backend_torch.onednn_linear_available():
+            not pytorch.onednn_linear_available():
         return None
     import torch
 

@@ -9,7 +9,6 @@ top_k, top_p, seed), logits, tokenize, detokenize. The export runs under
 TensorFlow whatever backend trained the run.
 """
 
-import os
 import sys
 
 
@@ -48,12 +47,10 @@ def run(args, stdout=None):
         ValueError: A bad setting (the message names value and limit).
         CommandError: The version exists (without --overwrite).
     """
-    from keras_gpt.cli import CommandError
+    from keras_gpt.commands.main import CommandError
+    from keras_gpt.serving.export import export_run
 
     stdout = sys.stdout if stdout is None else stdout
-    if "keras" not in sys.modules:  # build the graph in this process
-        os.environ["KERAS_BACKEND"] = "tensorflow"
-    from keras_gpt.export import export_run
 
     try:
         target = export_run(

@@ -9,6 +9,7 @@ line starts from end-of-text, Ctrl-D quits).
 import sys
 
 from keras_gpt.files import run_model_file, run_tokenizer_dir
+from keras_gpt.generation import generate
 
 
 def register(commands):
@@ -71,8 +72,8 @@ def run(args, stdin=None, stdout=None):
         for i in range(args.num_samples):
             if args.num_samples > 1:
                 stdout.write(f"--- sample {i + 1} ---\n")
-            model.generate(
-                prompt, tokenizer=tokenizer,
+            generate(
+                model, prompt, tokenizer=tokenizer,
                 max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p, min_p=args.min_p,
@@ -105,8 +106,6 @@ def load_run(run_dir):
     model_path = run_model_file(run_dir)
     tokenizer = load_tokenizer(run_dir)
     import keras
-
-    import keras_gpt.model  # noqa: F401  (registers the GPT classes)
 
     model = keras.models.load_model(model_path)
     vocab = model.config.vocab_size

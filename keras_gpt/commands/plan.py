@@ -2,7 +2,7 @@
 training, and the smallest data x model parallel layout that fits."""
 
 from keras_gpt.config import PRESETS, GPTConfig
-from keras_gpt.plan import (DEFAULT_BATCH, DEFAULT_HEADROOM, PRECISIONS,
+from keras_gpt.parallel.plan import (DEFAULT_BATCH, DEFAULT_HEADROOM, PRECISIONS,
                             parse_bytes, report, table)
 
 

@@ -5,7 +5,7 @@ omitted."""
 import time
 
 from keras_gpt.config import PRESETS
-from keras_gpt.run import DEFAULT_MODEL, DEFAULTS, RunOptions, train_run
+from keras_gpt.training.run import DEFAULT_MODEL, DEFAULTS, RunOptions, train_run
 
 
 def register(commands):

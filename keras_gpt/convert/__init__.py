@@ -74,7 +74,7 @@ def write_run(model, tokenizer, run_dir):
     ```
     """
     from keras_gpt.model import GPT
-    from keras_gpt.run import DEFAULTS
+    from keras_gpt.training.run import DEFAULTS
     from keras_gpt.training import compile_for_pretraining
 
     config = model.config

@@ -195,8 +195,8 @@ def from_huggingface(path, dropout=0.0):
 
     ```python
     model, tokenizer = from_huggingface("gpt2-folder")
-    model.generate("Hello", tokenizer=tokenizer, max_new_tokens=20,
-                   temperature=0)
+    keras_gpt.generate(model, "Hello", tokenizer=tokenizer,
+                       max_new_tokens=20, temperature=0)
     ```
     """
     from keras_gpt.model import GPT

@@ -35,7 +35,7 @@ class BPETokenizer(Tokenizer):
         model_proto: the serialized SentencePiece `ModelProto` (bytes).
 
     Example:
-    >>> from keras_gpt.corpus import default_documents
+    >>> from keras_gpt.data.corpus import default_documents
     >>> tok = BPETokenizer.train(default_documents(), 1024)
     >>> tok.decode(tok.encode("x =  1\\n\\tü")) == "x =  1\\n\\tü"
     True

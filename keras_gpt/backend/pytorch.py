@@ -1,0 +1,204 @@
+"""PyTorch-only code: the CPU product choice (oneDNN or torch's own GEMM)
+and the cross-entropy whose gradient reuses its buffer; the lean decoding
+step is in `keras_gpt.generation.torch_decoder`.
+
+`keras_gpt.backend` dispatches here (the tests and the benchmark also ask
+`onednn_linear_available` and `cpu_gemm`). torch is imported inside
+functions only, so the package loads on every backend.
+"""
+
+import os
+
+# Which product the float32 CPU projections use: "onednn", "torch" (the
+# wheel's own GEMM) or "auto" (timed once per process: `cpu_gemm`).
+GEMM_ENV = "KERAS_GPT_TORCH_GEMM"
+GEMM_CHOICES = ("auto", "onednn", "torch")
+# "auto" takes oneDNN only when it is clearly faster: on a tie torch's own
+# GEMM needs no transposed copies and is what torch.compile lowers.
+_ONEDNN_MARGIN = 0.9
+_CPU_GEMM = None
+
+
+def onednn_applies(x, kernel):
+    import torch
+
+    # Inductor (torch.compile) cannot lower the op with an unpacked weight.
+    return (x.dim() == 2 and x.dtype == torch.float32
+            and x.device.type == "cpu" and kernel.dtype == torch.float32
+            and not torch.compiler.is_compiling()
+            and cpu_gemm() == "onednn")
+
+
+def cpu_gemm():
+    """The product float32 projections use on this CPU: "onednn" or "torch".
+
+    Which is faster depends on the processor, not on the model: on the AMD
+    EPYC machines with AVX-512 that this project first measured on (Zen 4),
+    the wheel's MKL ran the projections 2-3x slower than oneDNN, while on
+    AVX2-only EPYCs (Zen 3) the two products run at the same rate and the
+    transposed copies that oneDNN's kernel gradient needs made the whole
+    training step slower (`tools/ab_speed.py torch-gemm`). So, unless
+    `KERAS_GPT_TORCH_GEMM` names one, the first call times one projection's
+    forward and backward pass both ways (`_time_projections`) and
+    keeps oneDNN only if it took under `_ONEDNN_MARGIN` of torch's time.
+    The choice holds for the rest of the process.
+    """
+    global _CPU_GEMM
+    if _CPU_GEMM is None:
+        choice = os.environ.get(GEMM_ENV, "auto")
+        if choice not in GEMM_CHOICES:
+            raise ValueError(f"{GEMM_ENV}={choice!r}: expected one of "
+                             f"{', '.join(GEMM_CHOICES)}.")
+        if choice == "onednn" and not onednn_linear_available():
+            raise ValueError(f"{GEMM_ENV}=onednn, but this PyTorch build has "
+                             "no working oneDNN linear op.")
+        if choice == "auto":
+            choice = "torch"
+            if onednn_linear_available():
+                seconds = _time_projections()
+                if seconds["onednn"] < _ONEDNN_MARGIN * seconds["torch"]:
+                    choice = "onednn"
+        _CPU_GEMM = choice
+    return _CPU_GEMM
+
+
+def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):
+    """Best seconds of a (rows, d_in) x (d_in, d_out) projection's forward
+    and backward pass, {"onednn": ..., "torch": ...}, timed interleaved
+    after one warm-up call each."""
+    import torch
+
+    from keras_gpt.backend.timing import interleaved_best
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode(False), torch.enable_grad():
+        x, kernel, bias = (torch.randn(*shape, generator=generator,
+                                       requires_grad=True)
+                           for shape in ((rows, d_in), (d_in, d_out),
+                                         (d_out,)))
+        upstream = torch.randn(rows, d_out, generator=generator)
+        products = {"onednn": lambda: onednn_linear_function().apply(
+                        x, kernel, bias),
+                    "torch": lambda: torch.matmul(x, kernel) + bias}
+        runs = {name: (lambda p=product: p().backward(upstream))
+                for name, product in products.items()}
+        for run in runs.values():
+            run()
+        return interleaved_best(runs, rounds)
+
+
+def cross_entropy(logits, targets):
+    """Per-token cross-entropy: logits (..., vocab), int targets (...).
+
+    `F.cross_entropy`'s values (one fused log-softmax kernel); the gradient
+    is `cross_entropy_function`'s.
+    """
+    vocab_size = logits.shape[-1]
+    losses = cross_entropy_function().apply(logits.reshape(-1, vocab_size),
+                                            targets.reshape(-1).long())
+    return losses.reshape(targets.shape)
+
+
+_CROSS_ENTROPY = None
+
+
+def cross_entropy_function():
+    """A torch autograd Function: (rows, vocab) logits, (rows,) targets ->
+    (rows,) losses, whose backward reuses the forward's buffer.
+
+    `F.cross_entropy`'s backward fills a fresh zero (rows, vocab) buffer,
+    writes -upstream at the targets, then runs log-softmax's backward into
+    another fresh buffer; on CPU a fresh 64 MB buffer is also a fresh
+    mapping whose pages fault in as they are written. Here the gradient,
+    (softmax - one-hot) * upstream, is written over the saved
+    log-probabilities: forward and backward of batch 8 x 256, vocab 8192
+    took 81.6 instead of 136.0 ms (AVX2 EPYC, 2 cores;
+    `tools/loss_speed.py`). So the graph's backward can run once only: a
+    second one (`retain_graph=True`) raises torch's error for a saved
+    tensor modified in place.
+    """
+    global _CROSS_ENTROPY
+    if _CROSS_ENTROPY is not None:
+        return _CROSS_ENTROPY
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class TokenCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, targets):
+            log_probs = torch.log_softmax(logits, dim=-1)
+            ctx.save_for_backward(log_probs, targets)
+            return -log_probs.gather(-1, targets[:, None])[:, 0]
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, upstream):
+            log_probs, targets = ctx.saved_tensors
+            upstream = upstream[:, None]
+            grad = log_probs.exp_().mul_(upstream)
+            grad.scatter_add_(-1, targets[:, None], -upstream)
+            return grad, None
+
+    _CROSS_ENTROPY = TokenCrossEntropy
+    return TokenCrossEntropy
+
+
+_ONEDNN_FUNCTION = None
+
+
+def onednn_linear_function():
+    """A torch autograd Function: linear forward and backward on oneDNN."""
+    global _ONEDNN_FUNCTION
+    if _ONEDNN_FUNCTION is not None:
+        return _ONEDNN_FUNCTION
+    import torch
+
+    def product(a, b_t):  # a @ b_t.T
+        return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [],
+                                                  "")
+
+    class OneDNNLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, kernel, bias):
+            ctx.save_for_backward(x, kernel)
+            ctx.has_bias = bias is not None
+            return torch.ops.mkldnn._linear_pointwise(
+                x, kernel.t(), bias, "none", [], "")
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, kernel = ctx.saved_tensors
+            grad = grad.contiguous()
+            grad_x = grad_kernel = grad_bias = None
+            if ctx.needs_input_grad[0]:
+                grad_x = product(grad, kernel)
+            if ctx.needs_input_grad[1]:
+                grad_kernel = product(x.t().contiguous(), grad.t().contiguous())
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_bias = grad.sum(0)
+            return grad_x, grad_kernel, grad_bias
+
+    _ONEDNN_FUNCTION = OneDNNLinear
+    return OneDNNLinear
+
+
+_ONEDNN_LINEAR = None
+
+
+def onednn_linear_available():
+    """Whether torch's oneDNN packed linear ops exist and give right results."""
+    global _ONEDNN_LINEAR
+    if _ONEDNN_LINEAR is None:
+        import torch
+
+        try:
+            weight = torch.randn(8, 4)
+            x = torch.randn(3, 4)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none",
+                                                     [], "")
+            _ONEDNN_LINEAR = bool(torch.allclose(out, x @ weight.T,
+                                                 atol=1e-5))
+        except (AttributeError, RuntimeError):
+            _ONEDNN_LINEAR = False
+    return _ONEDNN_LINEAR

@@ -1,0 +1,77 @@
+"""The training run's callbacks: throughput maths and asynchronous batch ends."""
+
+import math
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gpt import GPT, GPTConfig, compile_for_pretraining
+from keras_gpt.training import callbacks as run_callbacks
+
+
+@pytest.mark.backend_independent
+def test_throughput_counts_steps_after_the_first_even_out_of_order(
+        monkeypatch):
+    clock = iter([10.0, 11.0, 12.0, 13.0])
+    monkeypatch.setattr(run_callbacks.time, "perf_counter", lambda: next(clock))
+    throughput = run_callbacks.Throughput(tokens_per_step=100)
+    throughput.on_epoch_begin(0)
+    assert math.isnan(throughput.tokens_per_s())
+    seen = {}
+    for batch in (1, 0, 3, 2):  # Keras' worker threads may reorder them
+        logs = {"loss": 2.0}
+        throughput.on_train_batch_end(batch, logs)
+        seen[batch] = logs
+    assert seen[1]["perplexity"] == pytest.approx(math.exp(2.0))
+    assert "tok/s" not in seen[1]  # the first call includes compilation
+    for batch in (0, 3, 2):
+        assert seen[batch]["tok/s"] == pytest.approx(100.0)
+    assert throughput.tokens_per_s() == pytest.approx(3 * 100 / 3.0)
+    logs = {"loss": 1.0, "val_loss": 3.0}
+    throughput.on_epoch_end(0, logs)
+    assert logs["tok/s"] == pytest.approx(100.0)
+    assert logs["val_perplexity"] == pytest.approx(math.exp(3.0))
+
+
+class _Threads(keras.callbacks.Callback):
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.off_main = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.off_main.append(threading.current_thread()
+                             is not threading.main_thread())
+
+
+def _batch_end_threads(callbacks):
+    model = GPT(GPTConfig(vocab_size=32, context_length=8, d_model=16,
+                          n_layers=1, n_heads=2))
+    compile_for_pretraining(model, total_steps=10)
+    ids = np.random.default_rng(0).integers(0, 32, (12, 8)).astype("int32")
+    probe = _Threads()
+    model.fit(ids, ids, batch_size=4, epochs=1, verbose=0,
+              callbacks=[*callbacks, probe])
+    return probe.off_main
+
+
+def test_run_callbacks_leave_batch_ends_off_the_training_loop(tmp_path):
+    """With `keras-gpt train`'s batch-level callbacks, Keras may still hand
+    each step's logs to a worker thread (JAX, PyTorch), so the loop does not
+    wait for them; Keras' own TensorBoard callback stops that."""
+    ours = [run_callbacks.Throughput(32),
+            run_callbacks.EpochTensorBoard(str(tmp_path / "ours"))]
+    off_main = _batch_end_threads(ours)
+    assert len(off_main) == 3
+    if keras.backend.backend() == "tensorflow":
+        # Keras never dispatches batch ends asynchronously on TensorFlow.
+        assert not any(off_main)
+    else:
+        assert all(off_main)
+        assert not any(_batch_end_threads(
+            [keras.callbacks.TensorBoard(str(tmp_path / "keras"))]))
+    # The epoch's metrics still reach TensorBoard.
+    assert list((tmp_path / "ours" / "train").glob("*tfevents*"))
