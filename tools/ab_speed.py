@@ -22,7 +22,7 @@ best of the rounds, on the benchmark's model (6 layers, 6 heads, d_model
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
 
 Prints, per check, tokens/s on and off and their ratio. `--smoke`: a tiny
-model and one round (tests/test_bench.py runs it).
+model and one round (tests/bench/test_bench.py runs it).
 """
 
 import argparse

@@ -21,7 +21,7 @@ ms per call and each one's time over ours.
 
     KERAS_BACKEND=tensorflow .venv/bin/python tools/loss_speed.py
 
-`--smoke`: tiny shapes and one round (tests/test_bench.py runs it).
+`--smoke`: tiny shapes and one round (tests/bench/test_bench.py runs it).
 """
 
 import argparse

@@ -11,7 +11,7 @@ meets.
 
     KERAS_BACKEND=tensorflow .venv/bin/python tools/tf_data_teardown.py
 
-`--smoke`: a tiny model, n = 2, one round (tests/test_bench.py runs it).
+`--smoke`: a tiny model, n = 2, one round (tests/bench/test_bench.py runs it).
 """
 
 import argparse

@@ -8,7 +8,7 @@ the float32 2048^3 matmul rate measured in the same run.
 
     .venv/bin/python tools/tf_step_breakdown.py [--rounds 4] [--smoke]
 
-`--smoke`: a tiny model and one round (tests/test_bench.py runs it).
+`--smoke`: a tiny model and one round (tests/bench/test_bench.py runs it).
 """
 
 import argparse

@@ -9,7 +9,7 @@ threads both count, so the total can exceed the step's wall time.
 
     .venv/bin/python tools/tf_step_profile.py [--steps 4] [--top 25] [--smoke]
 
-`--smoke`: a tiny model, 2 steps (tests/test_bench.py runs it).
+`--smoke`: a tiny model, 2 steps (tests/bench/test_bench.py runs it).
 """
 
 import argparse

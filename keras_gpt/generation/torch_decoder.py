@@ -21,7 +21,7 @@ class TorchDecoder:
     function as `GPT.call_with_cache` with a handful of torch calls per
     layer: the keys and values are written in place into a preallocated
     cache, laid out (batch, heads, max_length, d_head) for
-    `scaled_dot_product_attention`. `tests/test_generation.py` checks it
+    `scaled_dot_product_attention`. `tests/generation/test_torch_decoder.py` checks it
     against the Keras model.
 
     Example:

@@ -43,7 +43,7 @@ The formula counts attention-probability dropout and dropout masks that a
 model with dropout 0 (our default) does not have, and the s^2 scores that
 fused attention kernels do not keep; on the other hand XLA's compiled step
 is not Megatron's hand-written one: on CPU it holds 1.4-1.6x these float32
-activations for small configs (`tests/test_plan.py` measures it). Hence a
+activations for small configs (`tests/parallel/test_plan.py` measures it). Hence a
 headroom (default 10%) is kept free of the device memory.
 """
 
