@@ -3,7 +3,8 @@
 # each Keras backend, on two pytest-xdist workers. Tests marked
 # backend_independent (tokenizers, token files, config, parameter table,
 # planner, argument checks, the import rules) cannot differ by backend: they
-# run in the torch pass only. Extra arguments go to pytest (e.g.
+# run in the torch pass only. Tests in one xdist_group share a worker (and
+# their module fixtures). Extra arguments go to pytest (e.g.
 # -k causality, or -n 0 for one process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,6 @@ for backend in tensorflow jax torch; do
     select=(-m "not backend_independent")
   fi
   KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider \
-    -n 2 "${select[@]}" "$@" tests || status=1
+    -n 2 --dist loadgroup "${select[@]}" "$@" tests || status=1
 done
 exit $status

@@ -21,6 +21,9 @@ from tests.conftest import load_tool
 
 from keras_gpt.commands.main import main
 
+# One xdist worker runs this module (tools/test.sh: --dist loadgroup), so its
+# module fixtures (three trained runs and an export) are built once.
+pytestmark = pytest.mark.xdist_group("export")
 BACKEND = keras.backend.backend()
 ONCE = pytest.mark.skipif(
     BACKEND != "tensorflow",
