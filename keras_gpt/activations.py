@@ -130,7 +130,8 @@ def compiled(model, fn):
     programs = _programs(model)
     key = ("fn", fn)
     if key not in programs:
-        programs[key] = compile_inference(model, lambda *a: fn(model, *a))
+        programs[key] = compile_inference(
+            model, lambda *a: fn(model, *a), inference_mode=False)
         _forget_oldest(programs)
     programs.move_to_end(key)
     return programs[key]
@@ -167,7 +168,7 @@ def _program(model, keep, hooks, with_args):
         logits = forward(model, token_ids, points)
         return logits, points.cache
 
-    compiled = compile_inference(model, program)
+    compiled = compile_inference(model, program, inference_mode=False)
     programs[key] = compiled
     _forget_oldest(programs)
     return compiled

@@ -61,8 +61,8 @@ def test_one_name_is_all_the_compiled_program_returns(monkeypatch):
     returned = []
     compile_inference = activations.compile_inference
 
-    def counting(model, fn):
-        program = compile_inference(model, fn)
+    def counting(model, fn, **kwargs):
+        program = compile_inference(model, fn, **kwargs)
 
         def run(*args):
             logits, cache = program(*args)
@@ -126,8 +126,8 @@ def test_hook_args_share_one_program(monkeypatch):
     built = []
     compile_inference = activations.compile_inference
     monkeypatch.setattr(activations, "compile_inference",
-                        lambda model, fn: built.append(1)
-                        or compile_inference(model, fn))
+                        lambda model, fn, **kwargs: built.append(1)
+                        or compile_inference(model, fn, **kwargs))
     model = tiny_model()
     x = ids()
 
