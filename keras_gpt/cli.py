@@ -9,7 +9,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
-            "bench")
+            "bench", "explain")
 
 
 class CommandError(Exception):
