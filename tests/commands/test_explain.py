@@ -6,6 +6,10 @@ from keras_gpt import GPT, GPTConfig
 from keras_gpt.cli import main
 from keras_gpt.tokenizers.simple import ByteTokenizer
 
+# The command's wiring and checks; the report's numbers are tested on every
+# backend in tests/interpret/test_report.py.
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.fixture
 def run_dir(tmp_path):
@@ -19,14 +23,16 @@ def run_dir(tmp_path):
 
 def test_explain_writes_the_report(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --out, from another folder
-    assert main(["explain", str(run_dir), "--prompt", "hello", "--out",
-                 "report", "--heads", "2"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))  # "" once stripped
+    assert main(["explain", str(run_dir), "--out", "report"]) == 2
+    assert "the prompt is empty" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["explain", str(run_dir), "--out", "report", "--heads",
+                 "2"]) == 0
     assert capsys.readouterr().out.strip() == "report/report.html"
     assert (tmp_path / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "attention.png").is_file()
-    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
-    assert main(["explain", str(run_dir)]) == 0
-    assert (run_dir / "explain" / "report.html").is_file()
+    assert "hello" in (tmp_path / "report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

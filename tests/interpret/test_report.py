@@ -30,6 +30,7 @@ def test_report_holds_every_section_and_its_pictures(tmp_path):
     assert "a | b | &#x27; &#x27; | a | b" in page
 
 
+@pytest.mark.backend_independent
 def test_prompts_that_do_not_fit_are_refused(tmp_path):
     model = GPT(GPTConfig(vocab_size=257, context_length=8, d_model=16,
                           n_layers=1, n_heads=2))
