@@ -244,6 +244,11 @@ def _block(block, prefix, x, points, c):
     z = points(prefix + "attn.z", ops.einsum(
         "bhqk,bkhd->bqhd", ops.cast(pattern, value.dtype), value))
     if points.wanted(prefix + "attn.result"):
+        if getattr(attention.out, "quantization_mode", None):
+            raise ValueError(
+                f"{prefix}attn.result splits W_O by head, which needs float "
+                f"weights; this model is quantized "
+                f"({attention.out.quantization_mode}): use {prefix}attn.z.")
         w_o = ops.reshape(attention.out.kernel, (c.n_heads, c.d_head, -1))
         result = points(prefix + "attn.result", ops.einsum(
             "bqhd,hdm->bqhm", z, ops.cast(w_o, z.dtype)))

@@ -213,8 +213,8 @@ class GPT(keras.Model):
     def run_with_cache(self, token_ids, names=None):
         """Logits and the activations named `names` (TransformerLens' names).
 
-        Runs compiled (jax.jit / tf.function with XLA / torch inference
-        mode), the program built once per set of names. Only the named
+        Runs compiled (jax.jit / tf.function with XLA / torch without
+        autograd), the program built once per set of names. Only the named
         activations leave it: ask for one and only that one is kept.
 
         Args:

@@ -57,11 +57,12 @@ def stream_names(model):
 
 
 def residual_streams(model, token_ids):
-    """The streams of `stream_names`, stacked: (n_layers + 1, batch, seq,
-    d_model) tensor, from one compiled pass that keeps only them."""
+    """The model's logits and the streams of `stream_names`, stacked
+    (n_layers + 1, batch, seq, d_model), from one compiled pass that keeps
+    only them."""
     names = stream_names(model)
-    _, cache = model.run_with_cache(token_ids, names=names)
-    return ops.stack([cache[name] for name in names])
+    logits, cache = model.run_with_cache(token_ids, names=names)
+    return logits, ops.stack([cache[name] for name in names])
 
 
 def _read_out(model, streams):
@@ -88,14 +89,14 @@ def logit_lens(model, token_ids, top_k=5):
     reading.top_ids[:, 0, -1, 0]  # the leading guess at each depth
     ```
     """
-    _check_top_k(top_k)
-    streams = residual_streams(model, token_ids)
+    check_top_k(top_k)
+    _, streams = residual_streams(model, token_ids)
     logits = activations.compiled(model, _read_out)(streams)
     return LensReading.from_logits(stream_names(model),
                                    ops.convert_to_numpy(logits), top_k)
 
 
-def _check_top_k(top_k):
+def check_top_k(top_k):
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive integer.")
 

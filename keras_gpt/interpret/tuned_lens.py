@@ -12,8 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_gpt import activations
-from keras_gpt.interpret.lens import (LensReading, _check_top_k, _read_out,
+from keras_gpt.interpret.lens import (LensReading, check_top_k,
                                       residual_streams, stream_names)
 
 
@@ -98,6 +97,15 @@ def _check_streams(streams, n_layers, d_model):
             f"{shape}.")
 
 
+def _check_fits(lens, model):
+    c = model.config
+    if (lens.n_layers, lens.d_model) != (c.n_layers, c.d_model):
+        raise ValueError(
+            f"The lens is for {lens.n_layers} layers of width "
+            f"{lens.d_model}; the model has {c.n_layers} of width "
+            f"{c.d_model}.")
+
+
 def _unembedding_constants(model):
     """The final LayerNorm's gamma, beta, epsilon and W_U, as constants:
     training the lens reads them but never updates or differentiates them."""
@@ -113,11 +121,10 @@ def _streams_and_targets(model, token_ids, batch_size):
     (N, seq, vocab)) as NumPy, computed batch by batch."""
     streams, targets = [], []
     for start in range(0, len(token_ids), batch_size):
-        stacked = residual_streams(model, token_ids[start:start + batch_size])
-        stacked = ops.convert_to_numpy(stacked)
-        streams.append(np.moveaxis(stacked[:-1], 0, 1))
-        targets.append(ops.convert_to_numpy(activations.compiled(
-            model, _read_out)(ops.convert_to_tensor(stacked[-1]))))
+        logits, stacked = residual_streams(
+            model, token_ids[start:start + batch_size])
+        streams.append(np.moveaxis(ops.convert_to_numpy(stacked)[:-1], 0, 1))
+        targets.append(ops.convert_to_numpy(logits))
     return np.concatenate(streams), np.concatenate(targets)
 
 
@@ -141,13 +148,8 @@ def train_tuned_lens(model, token_ids, lens=None, epochs=5, batch_size=8,
         raise ValueError("token_ids must be (N, seq) windows with N >= 1; "
                          f"got shape {token_ids.shape}.")
     c = model.config
-    if lens is None:
-        lens = TunedLens(c.n_layers, c.d_model)
-    elif (lens.n_layers, lens.d_model) != (c.n_layers, c.d_model):
-        raise ValueError(
-            f"The lens is for {lens.n_layers} layers of width "
-            f"{lens.d_model}; the model has {c.n_layers} of width "
-            f"{c.d_model}.")
+    lens = TunedLens(c.n_layers, c.d_model) if lens is None else lens
+    _check_fits(lens, model)
     streams, targets = _streams_and_targets(model, token_ids, batch_size)
     object.__setattr__(lens, "_unembedding", _unembedding_constants(model))
     lens.compile(optimizer=keras.optimizers.Adam(learning_rate))
@@ -169,15 +171,10 @@ def tuned_lens(model, lens, token_ids, top_k=5):
         A `LensReading` (as `logit_lens`): n_layers mapped rows and the
         model's output last.
     """
-    _check_top_k(top_k)
-    c = model.config
-    if (lens.n_layers, lens.d_model) != (c.n_layers, c.d_model):
-        raise ValueError(
-            f"The lens is for {lens.n_layers} layers of width "
-            f"{lens.d_model}; the model has {c.n_layers} of width "
-            f"{c.d_model}.")
+    check_top_k(top_k)
+    _check_fits(lens, model)
     # Eager: the lens' weights may change between calls.
-    streams = residual_streams(model, token_ids)
+    _, streams = residual_streams(model, token_ids)
     logits = _read_through(model, lens, streams)
     return LensReading.from_logits(stream_names(model),
                                    ops.convert_to_numpy(logits), top_k)
