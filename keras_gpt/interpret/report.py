@@ -92,7 +92,7 @@ def explain(model, tokenizer, prompt, out_dir, top_k=5, top_heads=10):
             pages.attention_page(patterns, tokens,
                                  "Attention patterns: " + prompt[:60]),
             encoding="utf-8")
-        body = _body(prompt, tokens, tokenizer, patterns, reading,
+        body = _body(prompt, ids, tokens, tokenizer, patterns, reading,
                      attribution, scores, answer, wrong, top_heads, last)
         (work / "report.html").write_text(
             pages.page("keras-gpt explain", body), encoding="utf-8")
@@ -103,8 +103,8 @@ def explain(model, tokenizer, prompt, out_dir, top_k=5, top_heads=10):
     return out_dir / "report.html"
 
 
-def _body(prompt, tokens, tokenizer, patterns, reading, attribution, scores,
-          answer, wrong, top_heads, last):
+def _body(prompt, ids, tokens, tokenizer, patterns, reading, attribution,
+          scores, answer, wrong, top_heads, last):
     def label(token):
         return repr(tokenizer.decode([int(token)]))
 
@@ -122,8 +122,13 @@ def _body(prompt, tokens, tokenizer, patterns, reading, attribution, scores,
     best = []
     for kind, s in scores.items():
         layer, head = np.unravel_index(np.argmax(s), s.shape)
+        try:  # the same head on the prompt, where the pattern has targets
+            here = float(head_scores(patterns[:, None], ids[None],
+                                     kind)[layer, head])
+        except ValueError:
+            here = "n/a"  # e.g. no token repeats
         best.append([kind.replace("_", " "), f"L{layer}H{head}",
-                     float(s[layer, head])])
+                     float(s[layer, head]), here])
     top_k = reading.top_ids.shape[-1]
     return "\n".join([
         '<p class="note">The prompt, split into tokens:</p>',
@@ -159,9 +164,9 @@ def _body(prompt, tokens, tokenizer, patterns, reading, attribution, scores,
         "</p>",
         "<h2>Head detectors</h2>",
         '<p class="note">Share of attention on the pattern each kind follows '
-        "(TransformerLens' definitions), on random tokens repeated twice; "
-        "1 is a perfect match.</p>",
-        pages.table(["kind", "best head", "score"], best),
+        "(TransformerLens' definitions), on random tokens repeated twice, "
+        "and for the same head on the prompt; 1 is a perfect match.</p>",
+        pages.table(["kind", "best head", "score", "on the prompt"], best),
         '<p><img src="heads.png" alt="head detector scores"></p>',
         f'<p class="note">Prompt: {escape(prompt)}</p>',
     ])

@@ -27,6 +27,7 @@ def test_report_holds_every_section_and_its_pictures(tmp_path):
     assert page.count("<tr><td>L") == 3  # --heads: the top 3 heads
     for kind in ("previous token", "duplicate token", "induction"):
         assert f"<tr><td>{kind}</td><td>L" in page
+    assert "<th>on the prompt</th>" in page and "n/a" not in page
     assert "a | b | &#x27; &#x27; | a | b" in page
 
 
