@@ -7,6 +7,10 @@ from keras_gpt import GPT, GPTConfig
 from keras_gpt.interpret.report import REPORT_FILES, explain
 from keras_gpt.tokenizers.simple import ByteTokenizer
 
+# The report wires tested tools (their numbers are checked on every backend
+# in test_lens, test_attribution, test_heads) to pictures and HTML.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_report_holds_every_section_and_its_pictures(tmp_path):
     model = GPT(GPTConfig(vocab_size=257, context_length=32, d_model=32,
@@ -31,7 +35,6 @@ def test_report_holds_every_section_and_its_pictures(tmp_path):
     assert "a | b | &#x27; &#x27; | a | b" in page
 
 
-@pytest.mark.backend_independent
 def test_prompts_that_do_not_fit_are_refused(tmp_path):
     model = GPT(GPTConfig(vocab_size=257, context_length=8, d_model=16,
                           n_layers=1, n_heads=2))
