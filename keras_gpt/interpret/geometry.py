@@ -62,6 +62,8 @@ def token_id(tokenizer, token, vocab_size=None):
               if n is not None]
     limit = min(limits) if limits else None
     if isinstance(token, (int, np.integer)) and not isinstance(token, bool):
+        if limit is None and token < 0:
+            raise ValueError(f"Token id {token} is out of range: ids are >= 0.")
         if token < 0 or (limit is not None and token >= limit):
             raise ValueError(f"Token id {token} is out of range: ids run from "
                              f"0 to {limit - 1} (vocab_size={limit}).")
@@ -94,19 +96,25 @@ def token_id(tokenizer, token, vocab_size=None):
 
 def _spacing_hint(tokenizer, token):
     """' (try ' king')' when the token with (or without) its leading space
-    is one token: GPT-2 keeps the space in the word, SentencePiece does not."""
+    is one token: subword tokenizers usually keep a word's leading space in
+    its token."""
     other = token[1:] if token.startswith(" ") else " " + token
-    if other.strip() and len(tokenizer.encode(other)) == 1:
-        return f" (try {other!r})"
+    try:
+        if other.strip() and len(tokenizer.encode(other)) == 1:
+            return f" (try {other!r})"
+    except ValueError:  # a char tokenizer without the space character
+        pass
     return ""
 
 
-def _vector(model, tokenizer, query, matrix):
+def _vector(tokenizer, query, matrix):
     """A query (a token, or a vector of width d_model) -> (vector, ids)."""
     if isinstance(query, (str, int, np.integer)):
         i = token_id(tokenizer, query, len(matrix))
         return matrix[i], [i]
-    vector = np.asarray(ops.convert_to_numpy(query), np.float32)
+    if not isinstance(query, (np.ndarray, list, tuple)):
+        query = ops.convert_to_numpy(query)  # a tensor or a Keras variable
+    vector = np.asarray(query, np.float32)
     if vector.shape != (matrix.shape[1],):
         raise ValueError(f"A vector must have shape ({matrix.shape[1]},) "
                          f"(d_model); got {vector.shape}.")
@@ -147,7 +155,7 @@ def nearest_tokens(model, query, tokenizer=None, k=10, exclude=(),
     """
     _check_k(k)
     matrix = embedding_matrix(model, space)
-    vector, own = _vector(model, tokenizer, query, matrix)
+    vector, own = _vector(tokenizer, query, matrix)
     skip = own + [token_id(tokenizer, t, len(matrix)) for t in exclude]
     length = np.linalg.norm(vector)
     if not np.isfinite(length) or length == 0:
@@ -225,11 +233,11 @@ def project(model, tokenizer, along, tokens=None, k=10, space="embed"):
             isinstance(t, (str, int, np.integer)) for t in along):
         vector = direction(model, tokenizer, *along, space=space)
     else:
-        vector, _ = _vector(model, tokenizer, along, matrix)
+        vector, _ = _vector(tokenizer, along, matrix)
     length = np.linalg.norm(vector)
     if not np.isfinite(length) or length == 0:
         raise ValueError("The direction has length 0 (or is not finite): "
-                         "the two tokens have the same vector.")
+                         "it points nowhere (two tokens with one vector?).")
     values = matrix @ (vector / length)
     if tokens is not None:
         ids = np.array([token_id(tokenizer, t, len(matrix)) for t in tokens],

@@ -1,5 +1,4 @@
 import json
-import math
 
 import keras
 import numpy as np
@@ -26,20 +25,21 @@ def _windows(stream, n, seed):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A 2-layer GPT trained 200 steps on a repetitive synthetic corpus
+    """A 2-layer GPT trained 60 steps on a repetitive synthetic corpus
     (eight fixed "sentences" of 5-8 tokens in random order), and held-out
     windows to train and measure SAEs on."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     sentences = [rng.integers(1, VOCAB, rng.integers(5, 9)) for _ in range(8)]
     stream = np.concatenate([sentences[i] for i in rng.integers(0, 8, 4000)])
-    train = _windows(stream, 6400, 1)
+    train = _windows(stream, 60 * 64, 1)
     model = GPT(GPTConfig(vocab_size=VOCAB, context_length=CONTEXT,
                           d_model=D_MODEL, n_layers=2, n_heads=2))
-    compile_for_pretraining(model, total_steps=200, learning_rate=1e-2)
-    history = model.fit(train[:, :-1], train[:, 1:], batch_size=32, epochs=1,
+    compile_for_pretraining(model, total_steps=60, learning_rate=1e-2)
+    history = model.fit(train[:, :-1], train[:, 1:], batch_size=64, epochs=1,
                         verbose=0)
-    assert history.history["loss"][-1] < 1.0  # log(32) = 3.47 untrained
+    # The mean over the epoch; log(32) = 3.47 untrained.
+    assert history.history["loss"][-1] < 1.6
     return model, _windows(stream, 1024, 2)[:, :-1], \
         _windows(stream, 128, 3)[:, :-1]
 
@@ -48,7 +48,7 @@ def test_topk_sae_on_the_residual_stream_meets_saelens_bars(trained):
     model, windows, held_out = trained
     hook = "blocks.1.resid_pre"
     sae = train_sae(model, windows, hook, d_sae=128, k=D_MODEL // 4,
-                    learning_rate=3e-3, batch_size=128, epochs=2)
+                    learning_rate=5e-3, batch_size=128)
     assert sae.hook == hook and sae.d_in == D_MODEL
     metrics = evaluate_sae(sae, model, held_out)
     print({k: v for k, v in metrics.items() if k != "feature_density"})
@@ -121,6 +121,12 @@ def test_save_load_gives_the_same_codes_in_saelens_layout(trained, tmp_path):
     x = activations_at(model, windows[:8], "blocks.0.resid_post")
     np.testing.assert_array_equal(to_numpy(loaded.encode(x)),
                                   to_numpy(sae.encode(x)))
+    # The Keras way works too: model.save / keras.models.load_model.
+    sae.save(tmp_path / "sae.keras")
+    again = keras.models.load_model(tmp_path / "sae.keras")
+    np.testing.assert_array_equal(to_numpy(again.encode(x)),
+                                  to_numpy(sae.encode(x)))
+    assert again.get_config()["hook"] == "blocks.0.resid_post"
     relu = SparseAutoencoder(D_MODEL, 64, l1=0.5, hook="blocks.1.mlp.post")
     save_sae(relu, tmp_path / "relu")
     cfg = json.loads((tmp_path / "relu" / "cfg.json").read_text())
@@ -235,10 +241,8 @@ def test_training_losses_follow_saelens_definitions():
     fired = np.any(to_numpy(topk.encode(x)) > 0, axis=0)
     steps = to_numpy(topk.steps_since_fired)
     assert np.all(steps[fired] == 0) and np.all(steps[~fired] == 6)
-    # fit() with the reconstruction loss keeps decoder rows unit length.
-    topk.compile(optimizer=keras.optimizers.Adam(0.05),
-                 loss=ReconstructionLoss())
-    topk.fit(x, x, batch_size=8, epochs=2, verbose=0)
-    np.testing.assert_allclose(np.linalg.norm(to_numpy(topk.W_dec), axis=1),
-                               1.0, atol=1e-5)
-    assert math.isfinite(topk.dead_fraction())
+    assert topk.dead_fraction() == pytest.approx(np.mean(~fired))
+    # The reconstruction loss: squared error summed over the width.
+    loss = ReconstructionLoss(reduction=None)(x, x_hat)
+    np.testing.assert_allclose(to_numpy(loss), np.sum((x - x_hat) ** 2, -1),
+                               rtol=1e-5)
