@@ -329,6 +329,8 @@ def load_sae(directory):
     from safetensors.numpy import load_file
 
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"SAE folder {directory} does not exist.")
     config, weights = directory / CFG_FILE, directory / WEIGHTS_FILE
     for path in (config, weights):
         if not path.is_file():

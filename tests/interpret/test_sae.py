@@ -138,8 +138,10 @@ def test_save_load_gives_the_same_codes_in_saelens_layout(trained, tmp_path):
 
 @pytest.mark.backend_independent
 def test_damaged_or_foreign_sae_folders_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="No cfg.json in"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         load_sae(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="No cfg.json in"):
+        load_sae(tmp_path)
     folder = save_sae(SparseAutoencoder(8, 16, k=2), tmp_path / "s")
     weights = folder / "sae_weights.safetensors"
     good = weights.read_bytes()
@@ -160,6 +162,23 @@ def test_damaged_or_foreign_sae_folders_are_clear_errors(tmp_path):
     (folder / "cfg.json").write_text("{not json")
     with pytest.raises(ValueError, match="cfg.json is damaged"):
         load_sae(folder)
+
+
+@pytest.mark.backend_independent
+def test_an_interrupted_save_leaves_the_previous_files_whole(tmp_path,
+                                                             monkeypatch):
+    folder = save_sae(SparseAutoencoder(8, 16, k=2, seed=0), tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # after the weights' temporary file
+
+    monkeypatch.setattr(json, "dumps", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_sae(SparseAutoencoder(8, 16, k=3, seed=1), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.undo()
+    assert load_sae(folder).k == 2
 
 
 @pytest.mark.backend_independent
