@@ -93,7 +93,10 @@ class SparseAutoencoder(keras.Model):
         d_in: Width of the activations.
         d_sae: Number of features (latents), usually several times d_in.
         k: TopK: latents kept per row, in [1, d_sae].
-        l1: ReLU: the L1 coefficient, >= 0. Exactly one of k and l1.
+        l1: ReLU: the L1 coefficient, >= 0. Exactly one of k and l1. It
+            weighs against the squared error of the raw activations (no
+            normalisation: SAELens' normalize_activations="none"), so its
+            useful range depends on their scale.
         aux_k: TopK: dead latents that try to model the residual
             (default d_in // 2, as SAELens).
         aux_coefficient: TopK: weight of that auxiliary loss (SAELens: 1).
