@@ -146,6 +146,11 @@ def train_sae(model, data, hook, d_sae, k=None, l1=None, *, epochs=1,
     ```
     """
     width = hook_width(model, hook)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("buffer_windows", buffer_windows),
+                        ("batch_windows", batch_windows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
     if sae is None:
         check_sae_args(width, d_sae, k, l1)
         sae = SparseAutoencoder(width, d_sae, k=k, l1=l1, aux_k=aux_k,
@@ -159,14 +164,18 @@ def train_sae(model, data, hook, d_sae, k=None, l1=None, *, epochs=1,
         sae.compile(optimizer=keras.optimizers.Adam(learning_rate),
                     loss=ReconstructionLoss())
     rng = np.random.default_rng(seed)
+    seen = 0
     for _ in range(epochs):
         for rows in _rows(model, data, hook, buffer_windows, batch_windows):
+            seen += len(rows)
             if fresh:
                 sae.b_dec.assign(rows.mean(axis=0))
                 fresh = False
             rows = rows[rng.permutation(len(rows))]
             sae.fit(rows, rows, batch_size=batch_size, epochs=1,
                     shuffle=False, verbose=verbose)
+    if not seen:
+        raise ValueError("train_sae got no token windows (empty data).")
     return sae
 
 

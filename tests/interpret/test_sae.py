@@ -225,6 +225,8 @@ def test_hooks_of_another_width_and_bad_names_are_errors(trained):
     with pytest.raises(ValueError, match=r"k must be an integer in "
                        r"\[1, d_sae=64\]; got 65"):
         train_sae(model, windows[:4], "blocks.0.resid_post", 64, k=65)
+    with pytest.raises(ValueError, match="no token windows"):
+        train_sae(model, windows[:0], "blocks.0.resid_post", 64, k=4)
 
 
 def test_training_losses_follow_saelens_definitions():
