@@ -12,6 +12,7 @@ from keras import ops
 
 # Registers NextTokenLoss, which the compile config of a saved GPT names.
 import keras_gpt.losses  # noqa: F401
+from keras_gpt import activations
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
@@ -210,6 +211,66 @@ class GPT(keras.Model):
             weights.append(layer_weights)
         return {"logits": self.unembed(x), "residual_stream": residuals,
                 "attention_weights": weights}
+
+    def run_with_cache(self, token_ids, names=None):
+        """Logits and the activations named `names` (TransformerLens' names).
+
+        Runs compiled (jax.jit / tf.function with XLA / torch without
+        autograd), the program built once per set of names. Only the named
+        activations leave it: ask for one and only that one is kept.
+
+        Args:
+            token_ids: int (batch, seq) ids.
+            names: None (every name), a list of names, or a predicate
+                `name -> bool`. `model.hook_names()` lists them; shapes are
+                in `keras_gpt.activations`.
+
+        Returns:
+            `(logits, cache)`: float32 logits (batch, seq, vocab) equal to
+            `model(token_ids)`, and a dict name -> tensor.
+
+        Raises:
+            ValueError: an unknown name or a layer out of range (the
+                message lists the valid names).
+
+        Example:
+
+        ```python
+        logits, cache = model.run_with_cache(ids, names=["blocks.0.attn.pattern"])
+        cache["blocks.0.attn.pattern"].shape  # (batch, heads, seq, seq)
+        ```
+        """
+        return activations.run(self, token_ids, names=names)
+
+    def run_with_hooks(self, token_ids, hooks):
+        """Logits with activations replaced on the way (ablate, patch, steer).
+
+        Args:
+            token_ids: int (batch, seq) ids.
+            hooks: `{name: fn}`: `fn(value)` returns what the pass carries on
+                with, of the same shape (keras.ops on a tensor). The program
+                is compiled once per set of hook functions.
+
+        Returns:
+            float32 logits (batch, seq, vocab).
+
+        Raises:
+            ValueError: an unknown name, a layer out of range, or a hook
+                that changes the shape.
+
+        Example:
+
+        ```python
+        def no_head_1(z):  # (batch, pos, head, d_head)
+            return z * np.array([1, 0, 1, 1], "float32")[:, None]
+        logits = model.run_with_hooks(ids, {"blocks.0.attn.z": no_head_1})
+        ```
+        """
+        return activations.run(self, token_ids, hooks=hooks)[0]
+
+    def hook_names(self):
+        """The names `run_with_cache` and `run_with_hooks` accept, in order."""
+        return activations.hook_names(self)
 
     def _check_length(self, token_ids, start_index):
         if len(token_ids.shape) != 2:

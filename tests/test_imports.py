@@ -22,13 +22,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_gpt"
 RANKS = {
     "version": 0, "files": 0, "config": 0, "backend": 0,
     "layers": 1, "losses": 1, "params": 1, "sharding": 1, "tokenizers": 1,
-    "model": 2, "data": 2,
-    "generation": 3, "parallel": 3,
-    "training": 4,
-    "serving": 5, "convert": 5, "interpret": 5,
-    "bench": 6,
-    "commands": 7,
-    "": 8,
+    "activations": 2,
+    "model": 3, "data": 3,
+    "generation": 4, "parallel": 4,
+    "training": 5,
+    "serving": 6, "convert": 6, "interpret": 6,
+    "bench": 7,
+    "commands": 8,
+    "": 9,
 }
 
 

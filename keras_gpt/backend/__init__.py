@@ -163,7 +163,7 @@ def use_fused_attention():
 _JAX_CPU_DECODING = {"xla_cpu_prefer_vector_width": 512}
 
 
-def compile_inference(model, fn):
+def compile_inference(model, fn, inference_mode=True):
     """`fn(*args)`, which reads `model`'s weights, compiled for repeated use.
 
     - jax: `jax.jit`; the weights go in as arguments through a
@@ -172,7 +172,10 @@ def compile_inference(model, fn):
     - tensorflow: `tf.function(jit_compile=True)` (XLA); the weights are
       captured variables.
     - torch: `fn` runs eagerly under `torch.inference_mode()`; speed comes
-      from `TorchDecoder`, whose step has no Keras overhead per token.
+      from `TorchDecoder`, whose step has no Keras overhead per token. With
+      `inference_mode=False`, under `torch.no_grad()` instead, so that what
+      it returns can later meet weights in code autograd records (tensors
+      made in inference mode cannot).
 
     Programs are traced once per argument structure, shape and dtype: pass
     every runtime value (indices, temperatures) as a tensor.
@@ -196,8 +199,10 @@ def compile_inference(model, fn):
     if backend == "torch":
         import torch
 
+        mode = torch.inference_mode if inference_mode else torch.no_grad
+
         def eager(*args):
-            with torch.inference_mode():
+            with mode():
                 return fn(*args)
 
         return eager
