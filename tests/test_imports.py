@@ -201,3 +201,25 @@ def test_import_keras_gpt_alone_loads_any_keras_gpt_file(tmp_path, backend):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+def test_import_keras_gpt_registers_every_serializable_class():
+    """Every class the package registers with Keras is registered by
+    `import keras_gpt` alone, in a fresh process (Keras does not import the
+    module a .keras file names)."""
+    declared = set()
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    "register_keras_serializable" in ast.unparse(d)
+                    for d in node.decorator_list):
+                declared.add(f"keras_gpt>{node.name}")
+    assert "keras_gpt>GPT" in declared
+    script = ("import keras, keras_gpt; print(' '.join(sorted("
+              "keras.saving.get_custom_objects())))")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    missing = declared - set(done.stdout.split())
+    assert not missing, f"not registered by `import keras_gpt`: {missing}"
