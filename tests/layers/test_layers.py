@@ -144,7 +144,8 @@ def test_fused_attention_matches_the_formula(dtype, monkeypatch):
         fused, explicit = (to_numpy(t).astype("float32")
                            for t in (fused, explicit))
         if dtype == "float32":
-            np.testing.assert_allclose(fused, explicit, atol=1e-5)
+            # Sums of 40 products reordered: float32 rounding, relative.
+            np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
         else:
             error = np.linalg.norm(fused - explicit)
             assert error <= 0.02 * np.linalg.norm(explicit), error
