@@ -47,8 +47,13 @@ class RunOptions:
     model_parallel: int = None
 
 
-DEFAULTS = dict(tokenizer="bpe", vocab_size=1024, dropout=0.0, batch_size=16,
-                steps=1200, learning_rate=2e-3, eval_every=200, eval_steps=20,
+# Chosen from measured validation curves on that corpus (README, Training):
+# BPE 2048 gave 1.86 validation bits per character at step 400, against 1.97
+# for 1024 and 2.24 for 512, at about the same cost per character; a higher
+# learning rate (4e-3) gained nothing and 8e-3 was worse; dropout 0.1 was
+# worse in so short a run; 300 steps take about 2 minutes.
+DEFAULTS = dict(tokenizer="bpe", vocab_size=2048, dropout=0.0, batch_size=16,
+                steps=300, learning_rate=2e-3, eval_every=50, eval_steps=10,
                 val_fraction=0.1, seed=0, samples=2, data_parallel=1,
                 model_parallel=1)
 # Options that may change on --resume: they do not alter what is trained

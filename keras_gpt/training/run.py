@@ -198,6 +198,8 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
         model.optimizer.build(model.trainable_variables)
         load_weights(model, run_dir / "model.keras")
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if step and config.dropout:
+        replay_dropout_draws(model, step, o["batch_size"])
     if step >= o["steps"]:
         print(f"{run_dir} already trained {step} of {o['steps']} steps "
               "(--resume --steps N with a larger N extends it).")
@@ -233,6 +235,29 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     final["step"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     return final
+
+
+def replay_dropout_draws(model, steps, batch_size=1):
+    """Sets the dropout layers' random state to where `steps` training steps
+    leave it, so a resumed run draws the masks a run never stopped draws.
+
+    Keras saves no `SeedGenerator` state in a checkpoint. A model built
+    after the run's `keras.utils.set_random_seed` starts from the run's
+    first state, and each training step advances each generator by the
+    draws of one training-mode forward pass (evaluation and sampling draw
+    none); those are counted here with one such pass on a (batch, 1) input.
+    """
+    import keras
+
+    states = [v for v in model.variables
+              if v.path.endswith("seed_generator_state")]
+    if not states:
+        return
+    before = [keras.ops.convert_to_numpy(v) for v in states]
+    model(keras.ops.zeros((batch_size, 1), "int32"), training=True)
+    for variable, start in zip(states, before):
+        per_step = keras.ops.convert_to_numpy(variable) - start
+        variable.assign(start + per_step * steps)
 
 
 def _resume_note(run, o, step):

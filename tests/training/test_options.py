@@ -107,3 +107,22 @@ def test_extend_a_finished_run_from_another_folder(tmp_path, monkeypatch,
     assert main(["train", "--out", "run", "--resume", "--steps", "6"]) == 2
     assert ("--steps 6 is not more than the 8 steps run has trained"
             in capsys.readouterr().err)
+
+
+@pytest.mark.backend_independent
+def test_the_default_run_is_short_and_does_not_overfit_by_design(tmp_path):
+    """Issue 17, item 15: the first run sees the default corpus's training
+    tokens about 5 times (the previous defaults: 16, and overfit), and its
+    evaluations draw a curve; its measured curve is in the README."""
+    from keras_gpt.training.options import DEFAULT_MODEL
+    from keras_gpt.training.run import prepare_data
+
+    o = resolve_options(RunOptions())
+    check_options(o)
+    _, train, val = prepare_data(o, cache_dir=tmp_path)
+    seen = o["steps"] * o["batch_size"] * DEFAULT_MODEL["context_length"]
+    assert seen / len(train) <= 6
+    assert o["steps"] // o["eval_every"] >= 5 and o["dropout"] == 0.0
+    # An evaluation reads at most about two passes over the validation part.
+    window = DEFAULT_MODEL["context_length"] + 1
+    assert o["eval_steps"] * o["batch_size"] * window <= 2 * len(val)

@@ -210,3 +210,30 @@ def test_a_small_validation_part_is_a_warning_with_the_numbers():
         "rests on few tokens; raise --val-fraction or lower --eval-steps for "
         "a steadier figure."]
     assert check_lengths(train_part, np.zeros(340), 16, options, 30) == []
+
+
+def test_resume_replays_the_dropout_random_state():
+    """Keras saves no dropout random state; a resumed run sets it to where
+    its steps left it, so its masks are those of a run never stopped (on
+    PyTorch, Keras draws unseeded dropout from torch's global generator,
+    which no checkpoint holds)."""
+    from keras_gpt import GPT, GPTConfig, compile_for_pretraining
+    from keras_gpt.training.run import replay_dropout_draws
+
+    config = GPTConfig(vocab_size=16, context_length=8, d_model=16,
+                       n_layers=2, n_heads=2, dropout=0.2)
+    ids = np.random.default_rng(0).integers(0, 16, (12, 8)).astype("int32")
+
+    def states(model):
+        return [to_numpy(v).tolist() for v in model.variables
+                if v.path.endswith("seed_generator_state")]
+
+    keras.utils.set_random_seed(5)
+    trained = GPT(config)
+    compile_for_pretraining(trained, total_steps=3)
+    trained.fit(ids, ids, batch_size=4, epochs=1, verbose=0)
+    keras.utils.set_random_seed(5)
+    resumed = GPT(config)
+    assert len(states(resumed)) == 3
+    replay_dropout_draws(resumed, 3, batch_size=4)
+    assert states(resumed) == states(trained)
