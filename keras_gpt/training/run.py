@@ -136,7 +136,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
                                  tokenizer.vocab_size):
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
 
-    created = False
+    created, existed = False, run_dir.exists()
     try:
         if resume:
             run.clean_leftovers()
@@ -150,8 +150,21 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
                     parallel)
     except BaseException:
         if created and not (run_dir / "model.keras").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_new_run(run_dir, keep_folder=existed)
         raise
+
+
+def _remove_new_run(run_dir, keep_folder):
+    """What a new run wrote before its first checkpoint (the folder too,
+    unless it was there, empty, before)."""
+    if not keep_folder:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _start_run_dir(run, o, config, tokenizer):

@@ -171,5 +171,4 @@ class RunDir:
             return (f"Interrupted before the first checkpoint: {resume} "
                     "starts the run again from step 0.")
         return ("Interrupted before the first checkpoint: nothing was kept "
-                f"({self.path} was removed); run the same command to start "
-                "again.")
+                f"in {self.path}; run the same command to start again.")

@@ -65,8 +65,12 @@ def test_replan_records_where_the_schedule_changed():
     assert replan({**o, "steps": 50}, 100, step=0)["extensions"] == []
 
 
+@pytest.mark.backend_independent
 def test_extend_a_finished_run_from_another_folder(tmp_path, monkeypatch,
                                                   capsys):
+    """The run directory's side of --resume --steps N (run.json, the
+    message, the paths, the schedule saved with the checkpoint); the
+    schedule's numbers are tested on every backend in test_recipe.py."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "a" / "text.txt").write_text(TEXT)
