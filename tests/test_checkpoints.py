@@ -1,6 +1,6 @@
 """A damaged, truncated or foreign model.keras: one line naming the file and
 what is wrong, exit 2, nothing changed on disk, for every command that reads
-a checkpoint (issue 17: items 6 and 7). The checks run before anything is
+a checkpoint (generate, export, train --resume, convert, explain) (issue 17: items 6 and 7). The checks run before anything is
 built, so they cannot differ by backend."""
 
 import hashlib
@@ -73,6 +73,8 @@ def test_every_command_answers_a_damaged_checkpoint_in_one_line(
                   str(trained / "cache")],
         "convert": ["convert", "--from", "keras-hub", str(checkpoint),
                     "--out", str(tmp_path / "converted")],
+        "explain": ["explain", str(run), "--prompt", "The", "--out",
+                    str(tmp_path / "report")],
     }
     for name, argv in commands.items():
         assert main(argv) == 2, name

@@ -16,7 +16,8 @@ from keras_gpt.config import PRESETS
 pytestmark = pytest.mark.backend_independent
 
 # bench's flags belong to keras_gpt/bench (not checked here).
-COMMANDS = ("params", "plan", "train", "generate", "convert", "export")
+COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
+            "explain")
 
 
 def _options(command):
