@@ -111,6 +111,19 @@ def saved_step(path):
                               f"read ({_first_line(error)}).") from None
 
 
+def check_shape(path, config, expected="the model's"):
+    """Raises CheckpointError unless `path` holds a GPT of `config`'s shape
+    (dropout aside); the message names the fields that differ."""
+    saved = saved_gpt_config(path)
+    ours = config.to_dict()
+    differ = [f"{k} {saved.get(k)!r}, not {v!r}" for k, v in ours.items()
+              if k in saved and saved[k] != v and k != "dropout"]
+    if differ:
+        raise CheckpointError(f"{path} holds a model of another shape than "
+                              f"{expected} ({'; '.join(differ)}): it is not "
+                              "this run's checkpoint.")
+
+
 def load_model(path, **kwargs):
     """`keras.models.load_model(path, **kwargs)` of a checked file."""
     import keras
@@ -134,14 +147,7 @@ def load_weights(model, path):
             shape (the message names the fields), or optimizer state that
             does not match (a checkpoint written without it).
     """
-    saved = saved_gpt_config(path)
-    ours = model.config.to_dict()
-    differ = [f"{k} {saved.get(k)!r}, not {v!r}" for k, v in ours.items()
-              if k in saved and saved[k] != v and k != "dropout"]
-    if differ:
-        raise CheckpointError(f"{path} holds a model of another shape ("
-                              f"{'; '.join(differ)}): it is not this run's "
-                              "checkpoint.")
+    check_shape(path, model.config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -98,7 +98,8 @@ def test_resume_onto_a_checkpoint_of_another_shape_is_one_line(
                  str(trained / "cache")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Skipping" not in err, err
-    assert f"{run / 'model.keras'} holds a model of another shape" in err
+    assert f"{run / 'model.keras'} holds a model of another shape than " \
+        f"{run / 'config.json'} (" in err and "--d-model 32, not 16" in err
     assert "it is not this run's checkpoint" in err
     assert _snapshot(tmp_path) == before
 

@@ -88,7 +88,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     killed at any moment can be continued or restarted
     (`keras_gpt.training.run_dir`).
     """
-    from keras_gpt.checkpoints import saved_gpt_config, saved_step
+    from keras_gpt.checkpoints import check_shape, saved_step
     from keras_gpt.parallel.distribution import Parallelism
     from keras_gpt.tokenizers import load_tokenizer
 
@@ -117,13 +117,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
                              f"{saved} != {config}.")
         if run.kind == "checkpointed":
             checkpoint = run_dir / "model.keras"
-            fields = saved_gpt_config(checkpoint)
-            if GPTConfig.from_dict({**fields, "dropout": config.dropout}) \
-                    != config:
-                raise ValueError(
-                    f"{checkpoint} holds a model of another shape than "
-                    f"{run_dir}/config.json ({fields}): it is not this run's "
-                    "checkpoint.")
+            check_shape(checkpoint, config, f"{run_dir}/config.json")
             step = saved_step(checkpoint) or 0
         if o["steps"] <= step and o["steps"] != stored["steps"]:
             raise ValueError(
