@@ -1,7 +1,8 @@
 """A damaged, truncated or foreign model.keras: one line naming the file and
 what is wrong, exit 2, nothing changed on disk, for every command that reads
-a checkpoint (generate, export, train --resume, convert, explain) (issue 17: items 6 and 7). The checks run before anything is
-built, so they cannot differ by backend."""
+a checkpoint: generate, export, train --resume, convert, explain (issue 17:
+items 6 and 7). The checks run before anything is built, so they cannot
+differ by backend."""
 
 import hashlib
 import shutil

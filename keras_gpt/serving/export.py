@@ -221,7 +221,8 @@ def _version_dir(path, version, overwrite):
     if occupied and not overwrite:
         raise FileExistsError(
             f"{target} already holds version {version}: pass "
-            f"overwrite=True to replace it, or a version= other than {version}.")
+            "overwrite=True to replace it, or a version= other than "
+            f"{version}.")
     return target
 
 
