@@ -394,8 +394,8 @@ def test_cli_refuses_max_new_tokens_that_leave_no_room(served, tmp_path,
     assert main(["export", str(served["work"]["torch"] / "run"), str(out),
                  "--max-new-tokens", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("keras-gpt export: error: max_new_tokens=32 is out "
-                          "of range: it must be an integer in [1, "
+    assert err.startswith("keras-gpt export: error: --max-new-tokens 32 is "
+                          "out of range: it must be an integer in [1, "
                           "context_length=32)")
     assert not out.exists()
 
