@@ -67,8 +67,9 @@ class GPTConfig:
             if self.d_model % self.n_heads:
                 raise ValueError(
                     f"d_model={self.d_model} is not divisible by "
-                    f"n_heads={self.n_heads}; pass d_head explicitly or choose "
-                    f"n_heads among the divisors of {self.d_model}.")
+                    f"n_heads={self.n_heads}: choose n_heads among the "
+                    f"divisors of {self.d_model} (in Python, GPTConfig(d_head="
+                    "...) may also set each head's width).")
             object.__setattr__(self, "d_head", self.d_model // self.n_heads)
         _require_positive_int("d_head", self.d_head)
         if self.d_mlp is None:

@@ -34,6 +34,11 @@ def run_model_file(run_dir):
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory {run_dir} does not exist.")
     model_file = run_dir / "model.keras"
+    if not model_file.is_file() and (run_dir / "run.json").is_file():
+        raise FileNotFoundError(
+            f"No model.keras in {run_dir} yet: its run stopped before its "
+            f"first checkpoint; `keras-gpt train --out {run_dir} --resume` "
+            "trains it (from step 0).")
     if not model_file.is_file():
         raise FileNotFoundError(
             f"No model.keras in {run_dir}: train one with `keras-gpt train "

@@ -16,7 +16,7 @@ from keras_gpt import activations
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
-from keras_gpt.sharding import layout_map
+from keras_gpt.sharding import fit_layout_to_model, layout_map
 
 
 def _normal(stddev):
@@ -67,6 +67,7 @@ class GPT(keras.Model):
             config = GPTConfig.from_preset(config)
         elif isinstance(config, dict):
             config = GPTConfig.from_dict(config)
+        fit_layout_to_model(config)  # in a ModelParallel scope: check it
         super().__init__(**kwargs)
         self.config = config
         c = config
@@ -298,32 +299,39 @@ class GPT(keras.Model):
 
     @classmethod
     def get_layout_map(cls, device_mesh, model_dim="model", batch_dim="batch",
-                       *, config):
+                       config=None):
         """A `keras.distribution.LayoutMap` for model-parallel training.
 
         Megatron-style: W_E and the attention projections (W_QKV by
         columns, W_O by rows, i.e. by heads) and the MLP (up-projection by
         columns, down-projection by rows) are split over the `model_dim`
         axis; the rest is replicated. Details in
-        `keras_gpt.sharding.layout_rules`. A class method taking the
-        config, because the model must be built inside the distribution's
-        scope, after the map exists.
+        `keras_gpt.sharding.layout_rules`. Called like KerasHub's
+        `Backbone.get_layout_map(device_mesh, ...)`, before the model
+        exists (it must be built inside the distribution's scope). The
+        checks that need the model's shape (the model axis divides n_heads
+        and d_mlp) run here when `config` is given, and in any case when a
+        GPT is built in the scope of a `ModelParallel` holding the map,
+        which also picks W_E's split for its vocabulary (by rows when the
+        model axis divides vocab_size, else by d_model columns, else none).
 
         Args:
             device_mesh: A `keras.distribution.DeviceMesh`.
             model_dim: The mesh axis the weights are split over.
             batch_dim: The mesh axis the data is split over.
-            config: The `GPTConfig` (or preset name) of the model to build.
+            config: Optionally, the `GPTConfig` (or preset name) of the
+                model to build, to check the mesh against it now.
 
         Raises:
-            ValueError: an axis is not in the mesh, or the model axis does
-                not divide n_heads or d_mlp.
+            ValueError: an axis is not in the mesh, or (with `config`, or
+                later as the model is built) the model axis does not
+                divide n_heads or d_mlp.
 
         Example:
 
         ```python
         mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
-        layout = GPT.get_layout_map(mesh, config=config)
+        layout = GPT.get_layout_map(mesh)            # or (mesh, config=config)
         distribution = keras.distribution.ModelParallel(
             layout_map=layout, batch_dim_name="batch")
         with distribution.scope():

@@ -55,7 +55,8 @@ def layout_rules(config, model_parallel, model_dim=MODEL_AXIS):
     device holds.
 
     Args:
-        config: A `GPTConfig`.
+        config: A `GPTConfig`, or None (W_E by vocabulary rows; see
+            `embedding_rules`).
         model_parallel: Devices on the model axis.
         model_dim: Name of that mesh axis.
 
@@ -63,11 +64,8 @@ def layout_rules(config, model_parallel, model_dim=MODEL_AXIS):
         A list of `(path_regex, axes)`; a path matching none is replicated.
     """
     m, c = model_parallel, config
-    vocab = (model_dim, None) if c.vocab_size % m == 0 else (
-        (None, model_dim) if c.d_model % m == 0 else (None, None))
     prefix = r"(?:.*/)?"
     rules = [
-        (prefix + r"token_embedding/embeddings", vocab),
         (prefix + r"attention/qkv/kernel", (None, model_dim)),
         (prefix + r"attention/qkv/bias", (model_dim,)),
         (prefix + r"attention/out/kernel", (model_dim, None)),
@@ -75,7 +73,21 @@ def layout_rules(config, model_parallel, model_dim=MODEL_AXIS):
         (prefix + r"mlp/up/bias", (model_dim,)),
         (prefix + r"mlp/down/kernel", (model_dim, None)),
     ]
-    if not c.tie_embeddings:
+    return embedding_rules(c, m, model_dim) + rules
+
+
+def embedding_rules(config, model_parallel, model_dim=MODEL_AXIS):
+    """The `layout_rules` of W_E (and an untied W_U), which depend on the
+    vocabulary; without a config (None), W_E is split by vocabulary rows
+    until a model is built (`fit_layout_to_model`)."""
+    m, c = model_parallel, config
+    if c is None or c.vocab_size % m == 0:
+        vocab = (model_dim, None)
+    else:
+        vocab = (None, model_dim) if c.d_model % m == 0 else (None, None)
+    prefix = r"(?:.*/)?"
+    rules = [(prefix + r"token_embedding/embeddings", vocab)]
+    if c is None or not c.tie_embeddings:
         rules.append((prefix + r"unembedding/kernel", vocab[::-1]))
     return rules
 
@@ -119,12 +131,16 @@ def check_layout(config, data_parallel=1, model_parallel=1, batch_size=None):
 
 def layout_map(config, device_mesh, model_dim=MODEL_AXIS,
                batch_dim=BATCH_AXIS):
-    """A `keras.distribution.LayoutMap` sharding `config`'s GPT on a mesh.
+    """A `keras.distribution.LayoutMap` sharding a GPT on a mesh.
 
     See `layout_rules` for what is split; `GPT.get_layout_map` calls this.
+    The map remembers its model axis, so a GPT built in the scope of a
+    `ModelParallel` holding it checks and fits it to its own config
+    (`fit_layout_to_model`).
 
     Args:
-        config: A `GPTConfig`.
+        config: A `GPTConfig`, or None: the checks that need it (and the
+            choice of W_E's split) then wait until a GPT is built.
         device_mesh: A `keras.distribution.DeviceMesh` with axes named
             `model_dim` and `batch_dim`.
         model_dim: The axis the weights are split over.
@@ -146,8 +162,31 @@ def layout_map(config, device_mesh, model_dim=MODEL_AXIS,
         raise ValueError(f"model_dim and batch_dim are both {model_dim!r}; "
                          "they must name two different mesh axes.")
     m = device_mesh.shape[names.index(model_dim)]
-    check_layout(config, model_parallel=m)
+    if config is not None:
+        check_layout(config, model_parallel=m)
     result = keras.distribution.LayoutMap(device_mesh)
     for pattern, axes in layout_rules(config, m, model_dim):
         result[pattern] = axes
+    result.keras_gpt_model_dim = model_dim
     return result
+
+
+def fit_layout_to_model(config):
+    """Called as a GPT is built: in the scope of a `ModelParallel` whose map
+    `layout_map` made, check that the model axis divides `config`'s heads
+    and MLP (a ValueError naming them, before any variable is placed) and
+    set W_E's split for its vocabulary. Anywhere else, nothing."""
+    import keras
+
+    # ModelParallel keeps its map private; only maps made here are touched.
+    layout = getattr(keras.distribution.distribution(), "_layout_map", None)
+    model_dim = getattr(layout, "keras_gpt_model_dim", None)
+    if model_dim is None:
+        return
+    mesh = layout.device_mesh
+    m = mesh.shape[list(mesh.axis_names).index(model_dim)]
+    check_layout(config, model_parallel=m)
+    for pattern, axes in embedding_rules(config, m, model_dim):
+        if pattern in list(layout):  # `in layout` matches patterns as regexes
+            del layout[pattern]
+        layout[pattern] = axes

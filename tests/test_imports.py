@@ -20,7 +20,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_gpt"
 # What each top-level package or module may import: anything of a lower
 # rank (and itself). The root `keras_gpt/__init__.py` sits above everything.
 RANKS = {
-    "version": 0, "files": 0, "config": 0, "backend": 0,
+    "version": 0, "files": 0, "config": 0, "backend": 0, "checkpoints": 0,
     "layers": 1, "losses": 1, "params": 1, "sharding": 1, "tokenizers": 1,
     "activations": 2,
     "model": 3, "data": 3,

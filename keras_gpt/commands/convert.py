@@ -8,17 +8,22 @@ pytorch_model.bin, vocab.json, merges.txt) for `--from hf`, or for
 GPT2CausalLM or GPT2Backbone, or a `.keras` file of one.
 """
 
+from keras_gpt.checkpoints import load_model
+from keras_gpt.commands.flags import real
+
 
 def register(commands):
     p = commands.add_parser(
         "convert", help="Convert a Hugging Face or KerasHub GPT-2 into a run "
                         "directory.", description=__doc__)
     p.add_argument("--from", dest="source_format", required=True,
-                   choices=("hf", "keras-hub"), help="Format of SRC.")
-    p.add_argument("source", metavar="SRC", help="What to convert.")
+                   choices=("hf", "keras-hub"),
+                   help="Format of SRC (required, no default).")
+    p.add_argument("source", metavar="SRC",
+                   help="What to convert (required).")
     p.add_argument("--out", required=True, metavar="RUN_DIR",
-                   help="A new (or empty) run directory.")
-    p.add_argument("--dropout", type=float, default=0.0,
+                   help="A new (or empty) run directory (required).")
+    p.add_argument("--dropout", type=real(0, 1, high_open=True), default=0.0,
                    help="Dropout rate of the converted model (default 0).")
     p.set_defaults(run=run)
 
@@ -50,12 +55,21 @@ def run(args):
 
 
 def _load_keras_hub(source):
-    import keras
+    """A KerasHub GPT-2 from a `.keras` file or a preset, with one clear
+    error for a damaged or foreign one."""
     import keras_hub
 
+    from keras_gpt.convert import ConversionError
+
     if str(source).endswith(".keras"):
-        return keras.models.load_model(source)
+        return load_model(source)
     try:
         return keras_hub.models.GPT2CausalLM.from_preset(source)
     except Exception:  # a backbone-only preset
+        pass
+    try:
         return keras_hub.models.GPT2Backbone.from_preset(source)
+    except Exception as error:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ConversionError(f"{source} cannot be loaded as a KerasHub GPT-2 "
+                              f"preset: {first}") from None

@@ -14,6 +14,8 @@ is whole.
 import sys
 from pathlib import Path
 
+from keras_gpt.checkpoints import saved_gpt_config
+from keras_gpt.commands.flags import integer
 from keras_gpt.files import run_model_file, run_tokenizer_dir
 
 
@@ -29,10 +31,10 @@ def register(commands):
                         "it is not a terminal).")
     p.add_argument("--out", metavar="DIR",
                    help="Folder of the report (default RUN_DIR/explain).")
-    p.add_argument("--top-k", type=int, default=5,
+    p.add_argument("--top-k", type=integer(1), default=5,
                    help="Guesses per depth in the logit lens table "
                         "(default 5).")
-    p.add_argument("--heads", type=int, default=10,
+    p.add_argument("--heads", type=integer(1), default=10,
                    help="Heads listed by attribution (default 10).")
     p.set_defaults(run=run)
 
@@ -46,10 +48,6 @@ def run(args, stdin=None, stdout=None):
     """
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    for flag, value in (("--top-k", args.top_k), ("--heads", args.heads)):
-        if value < 1:
-            raise ValueError(f"{flag} {value} is out of range: it must be "
-                               ">= 1.")
     prompt = args.prompt
     if prompt is None:
         if stdin.isatty():
@@ -62,7 +60,8 @@ def run(args, stdin=None, stdout=None):
     out = Path(args.out) if args.out else Path(args.run_dir) / "explain"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder.")
-    run_model_file(args.run_dir)  # cheap checks before loading the model
+    # Cheap checks before loading the model (the checkpoint whole too).
+    saved_gpt_config(run_model_file(args.run_dir))
     run_tokenizer_dir(args.run_dir)
 
     from keras_gpt.commands.generate import load_run

@@ -11,6 +11,8 @@ TensorFlow whatever backend trained the run.
 
 import sys
 
+from keras_gpt.commands.flags import integer, real
+
 
 def register(commands):
     p = commands.add_parser(
@@ -21,19 +23,20 @@ def register(commands):
     p.add_argument("out_dir", metavar="OUT_DIR",
                    help="The model's base directory; the export goes to "
                         "OUT_DIR/<version>.")
-    p.add_argument("--version", type=int,
+    p.add_argument("--version", type=integer(0),
                    help="Version number (default: one more than the highest "
                         "in OUT_DIR, or 1).")
     p.add_argument("--overwrite", action="store_true",
-                   help="Replace an existing version.")
-    p.add_argument("--max-new-tokens", type=int,
+                   help="Replace an existing version (default: off, an "
+                        "existing version is refused).")
+    p.add_argument("--max-new-tokens", type=integer(1),
                    help="serving_default's most new tokens per prompt "
                         "(default min(64, context_length // 2)).")
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--temperature", type=real(0), default=0.0,
                    help="serving_default's temperature (default 0: greedy).")
-    p.add_argument("--top-k", type=int, default=0,
+    p.add_argument("--top-k", type=integer(0), default=0,
                    help="serving_default's top-k (default 0: off).")
-    p.add_argument("--top-p", type=float, default=1.0,
+    p.add_argument("--top-p", type=real(0, 1, low_open=True), default=1.0,
                    help="serving_default's top-p (default 1: off).")
     p.set_defaults(run=run)
 

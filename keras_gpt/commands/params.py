@@ -1,16 +1,23 @@
-"""`keras-gpt params PRESET`: the parameter table, without building."""
+"""`keras-gpt params PRESET`: the parameter count of each part of a preset's
+GPT (the seed's table: W_E, Query, Key, Value, Output, up- and
+down-projection, W_U; then positions, biases and LayerNorms), computed from
+the config without building the model."""
 
+from keras_gpt.commands.flags import integer
 from keras_gpt.config import PRESETS, GPTConfig
 from keras_gpt.params import parameter_table
 
 
 def register(commands):
     parser = commands.add_parser(
-        "params", help="Parameter count per component, without building.")
+        "params", help="Parameter count per component, without building.",
+        description=__doc__)
     parser.add_argument("preset", choices=list(PRESETS), metavar="PRESET",
-                        help=f"One of: {', '.join(PRESETS)}.")
-    parser.add_argument("--vocab-size", type=int)
-    parser.add_argument("--context-length", type=int)
+                        help=f"One of: {', '.join(PRESETS)} (required).")
+    parser.add_argument("--vocab-size", type=integer(1),
+                        help="Vocabulary size (default: the preset's).")
+    parser.add_argument("--context-length", type=integer(1),
+                        help="Tokens per sequence (default: the preset's).")
     parser.set_defaults(run=run)
 
 

@@ -1,6 +1,7 @@
 """`keras-gpt plan PRESET --device-memory 141GB`: memory per device for
 training, and the smallest data x model parallel layout that fits."""
 
+from keras_gpt.commands.flags import integer, real
 from keras_gpt.config import PRESETS, GPTConfig
 from keras_gpt.parallel.plan import (DEFAULT_BATCH, DEFAULT_HEADROOM, PRECISIONS,
                             parse_bytes, report, table)
@@ -10,24 +11,25 @@ def register(commands):
     parser = commands.add_parser(
         "plan", help="Training memory per device and the smallest data x "
                      "model parallel layout that fits.",
-        description=__doc__ + " Formulas: keras_gpt/plan.py.")
+        description=__doc__ + " Formulas: keras_gpt/parallel/plan.py.")
     parser.add_argument("preset", choices=[*PRESETS, "all"], metavar="PRESET",
                         help=f"One of: {', '.join(PRESETS)}; or 'all' for a "
-                             "table of every preset.")
+                             "table of every preset (required).")
     parser.add_argument("--device-memory", required=True, metavar="SIZE",
                         help="Memory of one device, e.g. 141GB (H200), "
-                             "80GB, 16GiB.")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                             "80GB, 16GiB (required, no default).")
+    parser.add_argument("--batch-size", type=integer(1), default=DEFAULT_BATCH,
                         help="Sequences per global batch (default "
                              f"{DEFAULT_BATCH}).")
-    parser.add_argument("--context-length", type=int,
+    parser.add_argument("--context-length", type=integer(1),
                         help="Tokens per sequence (default: the preset's).")
-    parser.add_argument("--vocab-size", type=int,
+    parser.add_argument("--vocab-size", type=integer(1),
                         help="Vocabulary size (default: the preset's).")
     parser.add_argument("--dtype", choices=list(PRECISIONS),
                         default="mixed_bfloat16",
                         help="Keras dtype policy (default mixed_bfloat16).")
-    parser.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
+    parser.add_argument("--headroom", type=real(0, 1, high_open=True),
+                        default=DEFAULT_HEADROOM,
                         help="Fraction of the device kept free (default "
                              f"{DEFAULT_HEADROOM}).")
     parser.set_defaults(run=run)

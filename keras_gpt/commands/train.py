@@ -4,56 +4,80 @@ omitted."""
 
 import time
 
+from keras_gpt.commands.flags import integer, real
 from keras_gpt.config import PRESETS
-from keras_gpt.training.run import DEFAULT_MODEL, DEFAULTS, RunOptions, train_run
+from keras_gpt.training.callbacks import NonFiniteLossError
+from keras_gpt.training.options import DEFAULT_MODEL, DEFAULTS, RunOptions
+from keras_gpt.training.run import train_run
+from keras_gpt.training.run_dir import RunDir
+
+EPILOG = """A run directory can always be continued: --resume goes on from
+its last checkpoint (step, optimizer state, position in the data), or from
+step 0 with the stored options when it was stopped before its first
+checkpoint. --resume --steps N with another N re-plans the learning rate
+from the checkpoint's step: a half cosine from its rate there to 10%% of
+the peak at step N (a finished run goes on at that final rate)."""
 
 
 def register(commands):
     p = commands.add_parser(
         "train", help=__doc__.splitlines()[0][len("`keras-gpt train`: "):],
-        description=__doc__)
+        description=__doc__, epilog=EPILOG)
     d = DEFAULTS
+    positive = integer(1)
     p.add_argument("--data", nargs="+", metavar="PATH",
-                   help="Text files, folders (recursive) or globs. Default: "
-                        "the Python documentation topics shipped with Python.")
+                   help="Text files, folders (recursive) or globs, stored as "
+                        "absolute paths. Default: the Python documentation "
+                        "topics shipped with Python (466 KB).")
     p.add_argument("--tokenizer", choices=("bpe", "byte", "char"),
                    help=f"Default {d['tokenizer']}.")
-    p.add_argument("--vocab-size", type=int,
+    p.add_argument("--vocab-size", type=integer(2),
                    help=f"BPE vocabulary size (default {d['vocab_size']}).")
     p.add_argument("--preset", choices=list(PRESETS), metavar="PRESET",
-                   help="A GPTConfig preset; the flags below override it.")
+                   help="A GPTConfig preset, one of: "
+                        f"{', '.join(PRESETS)}; the model flags below "
+                        "override it (default: none, the model flags' "
+                        "defaults).")
     for flag in ("n_layers", "n_heads", "d_model", "context_length"):
-        p.add_argument("--" + flag.replace("_", "-"), type=int,
-                       help=f"Default {DEFAULT_MODEL[flag]}.")
-    p.add_argument("--positions", choices=("learned", "sinusoidal", "rotary"))
-    p.add_argument("--dropout", type=float, help=f"Default {d['dropout']}.")
-    p.add_argument("--batch-size", type=int, help=f"Default {d['batch_size']}.")
-    p.add_argument("--steps", type=int, help=f"Default {d['steps']}.")
-    p.add_argument("--learning-rate", type=float,
+        p.add_argument("--" + flag.replace("_", "-"), type=positive,
+                       help=f"Default {DEFAULT_MODEL[flag]} (or the "
+                            "preset's).")
+    p.add_argument("--positions", choices=("learned", "sinusoidal", "rotary"),
+                   help="Position encoding (default learned, or the "
+                        "preset's).")
+    p.add_argument("--dropout", type=real(0, 1, high_open=True),
+                   help=f"Default {d['dropout']}.")
+    p.add_argument("--batch-size", type=positive,
+                   help=f"Default {d['batch_size']}.")
+    p.add_argument("--steps", type=positive,
+                   help=f"Default {d['steps']}. With --resume, a new total "
+                        "(see below).")
+    p.add_argument("--learning-rate", type=real(0, low_open=True),
                    help=f"Peak learning rate (default {d['learning_rate']}).")
-    p.add_argument("--warmup-steps", type=int,
-                   help="Default 10%% of --steps.")
-    p.add_argument("--eval-every", type=int,
+    p.add_argument("--warmup-steps", type=integer(0),
+                   help="Linear warmup from 0 (default 10%% of --steps).")
+    p.add_argument("--eval-every", type=positive,
                    help=f"Steps between evaluations and checkpoints "
                         f"(default {d['eval_every']}).")
-    p.add_argument("--eval-steps", type=int,
+    p.add_argument("--eval-steps", type=positive,
                    help=f"Validation batches per evaluation "
                         f"(default {d['eval_steps']}).")
-    p.add_argument("--val-fraction", type=float,
+    p.add_argument("--val-fraction", type=real(0, 1, low_open=True,
+                                               high_open=True),
                    help=f"Last part of the tokens kept for validation "
                         f"(default {d['val_fraction']}).")
-    p.add_argument("--seed", type=int, help=f"Default {d['seed']}.")
-    p.add_argument("--samples", type=int,
+    p.add_argument("--seed", type=integer(0), help=f"Default {d['seed']}.")
+    p.add_argument("--samples", type=integer(0),
                    help=f"Continuations printed per evaluation "
                         f"(default {d['samples']}).")
-    p.add_argument("--data-parallel", type=int, metavar="N",
+    p.add_argument("--data-parallel", type=positive, metavar="N",
                    help="Split each batch over N devices: JAX "
                         "keras.distribution.DataParallel, TensorFlow "
                         "tf.distribute.MirroredStrategy (without GPUs, the "
                         "CPU is split into N logical devices; JAX needs "
                         "JAX_NUM_CPU_DEVICES for that). The batch must be a "
                         "multiple of N. Not on torch. Default 1.")
-    p.add_argument("--model-parallel", type=int, metavar="M",
+    p.add_argument("--model-parallel", type=positive, metavar="M",
                    help="Split attention (by heads), the MLP and W_E over M "
                         "devices, Megatron-style (JAX only: "
                         "keras.distribution.ModelParallel with "
@@ -62,7 +86,8 @@ def register(commands):
     p.add_argument("--out", metavar="RUN_DIR",
                    help="Run directory (default runs/<date-time>).")
     p.add_argument("--resume", action="store_true",
-                   help="Continue the run in --out from its last checkpoint.")
+                   help="Continue the run in --out (default: off, a new "
+                        "run).")
     p.add_argument("--cache-dir",
                    help="Token file cache (default ~/.cache/keras_gpt).")
     p.set_defaults(run=run)
@@ -77,9 +102,11 @@ def run(args):
         final = train_run(out, RunOptions(**fields), resume=args.resume,
                           cache_dir=args.cache_dir)
     except KeyboardInterrupt:
-        print(f"\nInterrupted. {out} holds the last checkpoint; continue with "
-              f"keras-gpt train --out {out} --resume")
+        print(f"\n{RunDir(out).after_interrupt()}", flush=True)
         return 130
+    except NonFiniteLossError:
+        print(flush=True)  # end the progress bar's line
+        raise
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items()
                         if isinstance(v, float))
     print(f"Done: {out} (step {final['step']}{', ' + summary if summary else ''})")

@@ -17,13 +17,15 @@ bytes as themselves, `BPETokenizer` and `GPT2Tokenizer` encode them as U+FFFD
 character unless it was made with `unknown="replace"`.
 """
 
-from keras_gpt.data.corpus import (TEXT_EXTENSIONS, default_corpus,
+from keras_gpt.data.corpus import (TEXT_EXTENSIONS, check_text_files,
+                                   default_corpus,
                                    default_documents, find_text_files,
                                    iter_documents, read_text_file)
 from keras_gpt.data.token_files import (FORMAT_VERSION, build_token_file,
                                         load_tokens, split_tokens, token_dtype)
 
 __all__ = ["FORMAT_VERSION", "TEXT_EXTENSIONS", "build_token_file",
+           "check_text_files",
            "default_corpus", "default_documents", "find_text_files",
            "iter_documents", "load_tokens", "read_text_file", "split_tokens",
            "token_dtype"]

@@ -74,6 +74,40 @@ def find_text_files(paths, extensions=TEXT_EXTENSIONS):
     return files
 
 
+# How much of each file `check_text_files` reads, and the share of bytes
+# that may be invalid UTF-8 in it (a few stray Latin-1 bytes are text).
+SNIFF_BYTES = 1 << 16
+MAX_INVALID_SHARE = 0.01
+
+
+def check_text_files(files, sniff_bytes=SNIFF_BYTES):
+    """Raises a ValueError naming the first file that is not text.
+
+    Reads the first `sniff_bytes` of each file: a NUL byte (as in
+    executables, images, archives and UTF-16 text), or more than 1% of
+    bytes that are not UTF-8, marks a binary file, which would otherwise
+    train silently on noise.
+    """
+    for path in files:
+        with open(path, "rb") as f:
+            head = f.read(sniff_bytes)
+        nul = head.find(b"\0")
+        if nul >= 0:
+            raise ValueError(
+                f"{path} is not a text file (a NUL byte at offset {nul:,}): "
+                "--data takes UTF-8 text; leave it out or convert it.")
+        text = head.decode("utf-8", errors="replace")
+        if len(head) == sniff_bytes:  # a character cut at the end
+            text = text.rstrip("\ufffd")
+        invalid = text.count("\ufffd") - head.decode(
+            "utf-8", errors="ignore").count("\ufffd")
+        if invalid > MAX_INVALID_SHARE * max(len(head), 1):
+            raise ValueError(
+                f"{path} is not UTF-8 text ({invalid:,} of its first "
+                f"{len(head):,} bytes are not valid UTF-8): --data takes "
+                "UTF-8 text; leave it out or convert it.")
+
+
 def _walk(folder, extensions):
     files = []
     for root, dirs, names in os.walk(folder):

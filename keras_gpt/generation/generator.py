@@ -33,7 +33,8 @@ def generate(model, prompts, *, tokenizer=None, max_new_tokens,
         max_new_tokens: Most tokens to add to each prompt (>= 1).
         temperature: 0 is greedy (argmax); otherwise logits are divided by
             it before the softmax.
-        top_k: Sample among the k most likely tokens only.
+        top_k: Sample among the k most likely tokens only; 0 or None is
+            off.
         top_p: Nucleus sampling: among the smallest set of most likely
             tokens whose probability reaches p.
         min_p: Drop tokens less likely than `min_p` times the top token.

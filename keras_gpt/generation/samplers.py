@@ -35,7 +35,8 @@ class SamplerSettings:
         temperature: Divides the logits before the softmax; 0 is greedy
             (argmax). Must be >= 0.
         top_k: Keep only the k most likely tokens (ties at the k-th value
-            are kept), in [1, vocab_size].
+            are kept), in [0, vocab_size]; 0 (or None) is off, as in
+            Hugging Face and the SavedModel signatures.
         top_p: Keep the smallest set of most likely tokens whose probability
             reaches p, in (0, 1]; 1 keeps all.
         min_p: Keep tokens whose probability is at least `min_p` times the
@@ -65,9 +66,10 @@ class SamplerSettings:
             raise ValueError(f"temperature={t!r} is invalid: it must be a "
                              "finite number >= 0 (0 is greedy).")
         k = self.top_k
-        if k is not None and (not is_int(k) or not 1 <= k <= vocab_size):
+        if k is not None and (not is_int(k) or not 0 <= k <= vocab_size):
             raise ValueError(f"top_k={k!r} is out of range: it must be an "
-                             f"integer in [1, vocab_size={vocab_size}].")
+                             f"integer in [0, vocab_size={vocab_size}] (0 is "
+                             "off).")
         p = self.top_p
         if p is not None and (not _is_real(p) or not 0 < p <= 1):
             raise ValueError(f"top_p={p!r} is out of range: it must be in "
@@ -91,7 +93,7 @@ class SamplerSettings:
         """What fixes the traced program (the rest are runtime values)."""
         sampled = not self.greedy
         return (self.greedy,
-                self.top_k if sampled else None,
+                (self.top_k or None) if sampled else None,
                 sampled and self.top_p is not None and self.top_p < 1,
                 sampled and bool(self.min_p),
                 self.repetition_penalty not in (None, 1))
@@ -183,7 +185,7 @@ def filter_candidates(logits, top_k=None, top_p=None, min_p=None):
 
     Args:
         logits: float (batch, vocab).
-        top_k: Python int or None (fixes the shape).
+        top_k: Python int, or None or 0 for off (fixes the shape).
         top_p: None, or a float / scalar tensor in (0, 1].
         min_p: None, or a float / scalar tensor in [0, 1].
 
@@ -202,7 +204,7 @@ def filter_candidates(logits, top_k=None, top_p=None, min_p=None):
     vocab = logits.shape[-1]
     indices = None
     values = logits
-    if top_k is not None and top_k < vocab:
+    if top_k and top_k < vocab:
         values, indices = ops.top_k(logits, top_k)
     elif top_p is not None:
         values, indices = ops.top_k(logits, vocab)

@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from keras_gpt.checkpoints import load_model, saved_gpt_config
+from keras_gpt.config import GPTConfig
 from keras_gpt.files import run_model_file, run_tokenizer_dir
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -135,7 +137,9 @@ def export_run(run_dir, path, **kwargs):
     Raises:
         FileNotFoundError: No run directory, `model.keras` or tokenizer.
         ValueError, FileExistsError, NotADirectoryError: As
-            `export_saved_model`.
+            `export_saved_model`; also a damaged `model.keras`
+            (`keras_gpt.checkpoints.CheckpointError`), found before
+            anything is built.
     """
     import keras
 
@@ -149,15 +153,20 @@ def export_run(run_dir, path, **kwargs):
     tokenizer_dir = run_tokenizer_dir(run_dir)
     target = _version_dir(path, kwargs.get("version"),
                           kwargs.get("overwrite", False))
+    # Cheap checks before anything is built: the file is whole, and the
+    # settings fit the saved model and the tokenizer.
+    config = GPTConfig.from_dict(saved_gpt_config(model_file))
+    tokenizer = load_tokenizer(tokenizer_dir)
+    _check_settings(config, tokenizer, *(kwargs.get(k, d) for k, d in (
+        ("max_new_tokens", None), ("temperature", 0.0), ("top_k", 0),
+        ("top_p", 1.0))))
     if keras.backend.backend() != "tensorflow":
         return _in_subprocess({**kwargs, "run_dir": str(run_dir),
                                "path": str(path),
                                "version": int(target.name)})
     from keras_gpt.model import GPT
 
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model = keras.models.load_model(model_file, compile=False,
-                                    custom_objects={"GPT": GPT})
+    model = load_model(model_file, compile=False, custom_objects={"GPT": GPT})
     return export_saved_model(model, tokenizer, path, **kwargs)
 
 
@@ -211,8 +220,9 @@ def _version_dir(path, version, overwrite):
                                     or any(target.iterdir()))
     if occupied and not overwrite:
         raise FileExistsError(
-            f"{target} already holds version {version}: pass --overwrite "
-            "(overwrite=True) to replace it, or choose another --version.")
+            f"{target} already holds version {version}: pass "
+            "overwrite=True to replace it, or a version= other than "
+            f"{version}.")
     return target
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_gpt.files import atomic_write, replace_atomically
 
@@ -103,15 +104,74 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
                          profile_batch=0, **kwargs)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the
+    step and what the run directory still holds."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite.
+
+    Raises `NonFiniteLossError` naming the step, so nothing after it runs:
+    no evaluation, no checkpoint (the last finite one stays as it was).
+    Unlike `keras.callbacks.TerminateOnNaN` it names the step and is
+    `async_safe`: on JAX and PyTorch the check runs on Keras' callback
+    thread and the error reaches the training loop a step or two later,
+    before the epoch's end (where checkpoints are written).
+
+    The loss in the logs is the epoch's running mean, which becomes
+    non-finite at the first non-finite step and stays so.
+
+    Args:
+        run_dir: The run directory (named in the message), or None.
+    """
+
+    async_safe = True
+
+    def __init__(self, run_dir=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = _float(loss)
+        if math.isfinite(loss):
+            return
+        steps = self.params.get("steps") or 0
+        step = self._epoch * steps + batch + 1
+        raise NonFiniteLossError(non_finite_message(
+            f"The training loss became {loss}", step, self.run_dir))
+
+
+def non_finite_message(what, step, run_dir):
+    """`what` at `step`, what the run directory keeps, what to do."""
+    kept = ""
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        kept = (f"; {run_dir / 'model.keras'} keeps the last finite "
+                "checkpoint" if (run_dir / "model.keras").is_file() else
+                "; no checkpoint was written")
+    return (f"{what} at step {step}: training stopped{kept}. Lower "
+            "--learning-rate (or check the data).")
+
+
 class RunLogger(keras.callbacks.Callback):
-    """At each evaluation: checkpoint the run, append to metrics.jsonl,
+    """At each evaluation: append to metrics.jsonl, checkpoint the run,
     redraw the loss curve.
 
     The checkpoint is `model.keras`: the model, its weights and the
     optimizer state, whose step counter is the run's step (`--resume` loads
     it with `load_weights`; `keras.models.load_model` reads it whole). It is
     written to a temporary name and renamed, so a kill leaves the previous
-    one whole.
+    one whole. The metrics row comes first: a kill between the two leaves a
+    row past the checkpoint, which `--resume` drops and writes again. A
+    non-finite loss or weight is never checkpointed (`NonFiniteLossError`).
 
     Args:
         run_dir: The run directory.
@@ -129,16 +189,30 @@ class RunLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         step = int(_float(self.model.optimizer.iterations))
-        self.save_checkpoint()
         record = {"step": step,
                   "loss": _float(logs["loss"]) if "loss" in logs else None,
                   "val_loss": (_float(logs["val_loss"]) if "val_loss" in logs
                                else None),
                   "tokens_per_s": self.throughput.tokens_per_s(),
                   "wall_s": self.wall_s()}
+        self.check_finite(step, record)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.save_checkpoint()
         plot_losses(self.run_dir)
+
+    def check_finite(self, step, record):
+        """Raises NonFiniteLossError for a non-finite loss or weight."""
+        for key, name in (("loss", "training"), ("val_loss", "validation")):
+            if record[key] is not None and not math.isfinite(record[key]):
+                raise NonFiniteLossError(non_finite_message(
+                    f"The {name} loss became {record[key]}", step,
+                    self.run_dir))
+        for variable in self.model.weights:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+                raise NonFiniteLossError(non_finite_message(
+                    f"The weight {variable.path} became non-finite", step,
+                    self.run_dir))
 
     def wall_s(self):
         return round(self.wall_offset + time.time() - self.started, 3)

@@ -9,100 +9,20 @@ loadable with `keras.models.load_model`, and the optimizer state that
 TensorBoard logs in `logs/`.
 """
 
-import dataclasses
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from keras_gpt.config import GPTConfig
 from keras_gpt.files import atomic_write
-
-# What the defaults train: a model that learns visibly on 2 CPU cores in a
-# few minutes on the embedded default corpus.
-DEFAULT_MODEL = dict(n_layers=4, n_heads=4, d_model=128, context_length=128)
-
-
-@dataclasses.dataclass
-class RunOptions:
-    """Every choice of a run; `None` means "the default" (or, with
-    `--resume`, "as stored")."""
-
-    data: list = None
-    tokenizer: str = None
-    vocab_size: int = None
-    preset: str = None
-    n_layers: int = None
-    n_heads: int = None
-    d_model: int = None
-    context_length: int = None
-    positions: str = None
-    dropout: float = None
-    batch_size: int = None
-    steps: int = None
-    learning_rate: float = None
-    warmup_steps: int = None
-    eval_every: int = None
-    eval_steps: int = None
-    val_fraction: float = None
-    seed: int = None
-    samples: int = None
-    data_parallel: int = None
-    model_parallel: int = None
-
-
-DEFAULTS = dict(tokenizer="bpe", vocab_size=1024, dropout=0.0, batch_size=16,
-                steps=1200, learning_rate=2e-3, eval_every=200, eval_steps=20,
-                val_fraction=0.1, seed=0, samples=2, data_parallel=1,
-                model_parallel=1)
-# Options that may change on --resume: they do not alter what is trained
-# (the layout changes where the arithmetic runs, not what it computes).
-RESUMABLE_CHANGES = ("eval_steps", "samples", "data_parallel",
-                     "model_parallel")
-MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "context_length",
-                "positions", "dropout")
-
-
-def resolve_options(given, stored=None):
-    """Fill defaults; on resume, check `given` against the stored options."""
-    given = {k: v for k, v in dataclasses.asdict(given).items()
-             if v is not None}
-    if stored is not None:
-        for key, value in given.items():
-            if key in RESUMABLE_CHANGES or stored.get(key) == value:
-                continue
-            raise ValueError(
-                f"This run directory holds another run's config: "
-                f"--{key.replace('_', '-')} {value} differs from the stored "
-                f"{stored.get(key)!r}. Resume without it, or start a new run "
-                "with another --out.")
-        return {**stored, **given}
-    return {**DEFAULTS, **given}
-
-
-def check_options(o):
-    positive = ("batch_size", "steps", "eval_every", "eval_steps",
-                "data_parallel", "model_parallel")
-    for key in positive:
-        if o.get(key, 1) < 1:
-            raise ValueError(f"--{key.replace('_', '-')} {o[key]} must be >= 1.")
-    if o["steps"] % o["eval_every"]:
-        raise ValueError(f"--steps {o['steps']} must be a multiple of "
-                         f"--eval-every {o['eval_every']}.")
-    if not 0.0 < o["val_fraction"] < 1.0:
-        raise ValueError(f"--val-fraction {o['val_fraction']} must be in "
-                         "(0, 1).")
-    if o["learning_rate"] <= 0:
-        raise ValueError(f"--learning-rate {o['learning_rate']} must be > 0.")
-
-
-def model_config(o, vocab_size):
-    """The GPTConfig of the options: a preset or the flags (or defaults)."""
-    fields = {k: o[k] for k in MODEL_FIELDS if o.get(k) is not None}
-    if o.get("preset"):
-        return GPTConfig.from_preset(o["preset"], vocab_size=vocab_size,
-                                     **fields)
-    return GPTConfig(vocab_size=vocab_size, **{**DEFAULT_MODEL, **fields})
+from keras_gpt.training.options import (DEFAULT_MODEL, DEFAULTS,  # noqa: F401
+                                        MODEL_FIELDS, RESUMABLE_CHANGES,
+                                        RunOptions, check_options,
+                                        model_config, replan,
+                                        resolve_options, schedule_plan)
+from keras_gpt.training.run_dir import RunDir
 
 
 def prepare_data(o, tokenizer=None, cache_dir=None):
@@ -111,8 +31,11 @@ def prepare_data(o, tokenizer=None, cache_dir=None):
     from keras_gpt.data.corpus import default_documents
     from keras_gpt.tokenizers import make_tokenizer
 
-    source = (data.find_text_files(o["data"]) if o.get("data")
-              else default_documents())
+    if o.get("data"):
+        source = data.find_text_files(o["data"])
+        data.check_text_files(source)
+    else:
+        source = default_documents()
     if tokenizer is None:
         kwargs = {} if o["tokenizer"] in ("byte", "char") else {
             "vocab_size": o["vocab_size"]}
@@ -124,111 +47,172 @@ def prepare_data(o, tokenizer=None, cache_dir=None):
     return tokenizer, train, val
 
 
-def check_lengths(train, val, context_length):
+def check_lengths(train, val, context_length, o=None, vocab_size=None):
+    """Refuses a corpus too small to train on; returns warnings (one line
+    each, with the numbers) where training still makes sense."""
     need = context_length + 1
     for name, part in (("training", train), ("validation", val)):
         if len(part) < need:
             raise ValueError(
                 f"The {name} part of the corpus has {len(part):,} tokens, "
-                f"fewer than context_length + 1 = {need}: give more text, a "
+                f"fewer than --context-length + 1 = {need}: give more text, a "
                 "smaller --context-length or another --val-fraction.")
+    if o is None:
+        return []
+    if o.get("tokenizer") == "bpe" and vocab_size and len(train) < vocab_size:
+        raise ValueError(
+            f"The training part of the corpus has {len(train):,} tokens, "
+            f"fewer than the --vocab-size {vocab_size} BPE ids it was asked "
+            "for: most ids would never be trained. Give more text, or a "
+            f"--vocab-size below {len(train):,} (or --tokenizer byte/char).")
+    warnings = []
+    window_per_batch = o["eval_steps"] * need
+    if len(val) < window_per_batch:
+        warnings.append(
+            f"the validation part has {len(val):,} tokens, fewer than one "
+            f"window of {need} per evaluation batch ({o['eval_steps']} x "
+            f"{need} = {window_per_batch:,}): its windows overlap, so "
+            "val_loss rests on few tokens; raise --val-fraction or lower "
+            "--eval-steps for a steadier figure.")
+    return warnings
 
 
 def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     """Train (or resume) a GPT into `run_dir`; returns the final metrics.
 
-    Everything that can be wrong with the input is checked before
-    `run_dir` is created; a run that fails before its first checkpoint
-    leaves no directory behind. The parallel layout (backend, mesh against
-    heads, d_mlp and batch, device count) is checked before the corpus is
-    even read.
+    Checks run cheapest first: the options (no data, no model), the run
+    directory, the parallel layout (before the corpus is read), the
+    checkpoint's file (before the data is tokenized), then the data.
+    Nothing is written before they pass, and a new run that fails before
+    its first checkpoint leaves no directory behind. A run directory
+    killed at any moment can be continued or restarted
+    (`keras_gpt.training.run_dir`).
     """
+    from keras_gpt.checkpoints import check_shape, saved_step
     from keras_gpt.parallel.distribution import Parallelism
     from keras_gpt.tokenizers import load_tokenizer
 
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
     stored, tokenizer = None, None
     if resume:
-        if not (run_dir / "run.json").is_file():
-            raise FileNotFoundError(f"Nothing to resume in {run_dir}: no "
-                                    "run.json (start a run without --resume).")
-        stored = json.loads((run_dir / "run.json").read_text())
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(f"{run_dir} already holds files: continue that run "
-                         "with --resume, or choose another --out.")
+        run.check_resumable()
+        stored = run.stored_options()
     o = resolve_options(options, stored)
     check_options(o)
+    if not resume:
+        run.check_new()
     parallel = Parallelism(o.get("data_parallel", 1),
                            o.get("model_parallel", 1))
     # The vocabulary (not known before the tokenizer) does not enter the
     # layout checks; runs stored before parallelism existed default to 1.
     parallel.check(model_config(o, vocab_size=2), o["batch_size"])
+    step = 0
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer")
-    tokenizer, train, val = prepare_data(o, tokenizer, cache_dir)
-    config = model_config(o, tokenizer.vocab_size)
-    if resume:
+        config = model_config(o, tokenizer.vocab_size)
         saved = GPTConfig.from_json((run_dir / "config.json").read_text())
         if saved != config:
             raise ValueError(f"{run_dir}/config.json holds another model: "
                              f"{saved} != {config}.")
-    check_lengths(train, val, config.context_length)
+        if run.kind == "checkpointed":
+            checkpoint = run_dir / "model.keras"
+            check_shape(checkpoint, config, f"{run_dir}/config.json")
+            step = saved_step(checkpoint) or 0
+        if o["steps"] <= step and o["steps"] != stored["steps"]:
+            raise ValueError(
+                f"--steps {o['steps']} is not more than the {step} steps "
+                f"{run_dir} has trained: give a larger --steps to extend it.")
+        o = replan(o, stored["steps"], step)
+    tokenizer, train, val = prepare_data(o, tokenizer, cache_dir)
+    config = model_config(o, tokenizer.vocab_size)
+    for warning in check_lengths(train, val, config.context_length, o,
+                                 tokenizer.vocab_size):
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
 
-    created = not run_dir.exists()
+    created, existed = False, run_dir.exists()
     try:
-        if not resume:
-            _start_run_dir(run_dir, o, config, tokenizer)
-        return _fit(run_dir, o, config, tokenizer, train, val, resume,
-                    verbose, parallel)
+        if resume:
+            run.clean_leftovers()
+            run.truncate_metrics(step)
+            if o != stored:
+                atomic_write(run_dir / "run.json", json.dumps(o, indent=2))
+        else:
+            created = True
+            _start_run_dir(run, o, config, tokenizer)
+        return _fit(run, o, config, tokenizer, train, val, step, verbose,
+                    parallel)
     except BaseException:
         if created and not (run_dir / "model.keras").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_new_run(run_dir, keep_folder=existed)
         raise
 
 
-def _start_run_dir(run_dir, o, config, tokenizer):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(run_dir / "tokenizer")
-    atomic_write(run_dir / "config.json", config.to_json())
-    atomic_write(run_dir / "run.json", json.dumps(o, indent=2))
+def _remove_new_run(run_dir, keep_folder):
+    """What a new run wrote before its first checkpoint (the folder too,
+    unless it was there, empty, before)."""
+    if not keep_folder:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in run_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
-def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose,
-         parallel):
+def _start_run_dir(run, o, config, tokenizer):
+    """The run's set-up, `run.json` last (without it, a new run clears
+    what a kill left here)."""
+    run.check_new()
+    run.path.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run.path / "tokenizer")
+    atomic_write(run.path / "config.json", config.to_json())
+    atomic_write(run.path / "run.json", json.dumps(o, indent=2))
+
+
+def _fit(run, o, config, tokenizer, train, val, step, verbose, parallel):
     """Build, compile, resume and fit inside the layout's scope (variables
     are placed where they are created)."""
     with parallel.scope(config):
-        return _fit_in_scope(run_dir, o, config, tokenizer, train, val,
-                             resume, verbose, parallel)
+        return _fit_in_scope(run, o, config, tokenizer, train, val, step,
+                             verbose, parallel)
 
 
-def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
+def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
                   parallel):
     import keras
 
+    from keras_gpt.checkpoints import load_weights
     from keras_gpt.data import windows
-    from keras_gpt.training.callbacks import (EpochTensorBoard, RunLogger, Samples,
-                                     Throughput)
     from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
+    from keras_gpt.training.callbacks import (EpochTensorBoard, RunLogger,
+                                              Samples, StopOnNonFiniteLoss,
+                                              Throughput)
 
+    run_dir = run.path
     keras.utils.set_random_seed(o["seed"])
     model = GPT(config)
-    compile_for_pretraining(model, total_steps=o["steps"],
+    first_steps, replans = schedule_plan(o)
+    compile_for_pretraining(model, total_steps=first_steps,
                             learning_rate=o["learning_rate"],
-                            warmup_steps=o.get("warmup_steps"))
+                            warmup_steps=o["warmup_steps"], replans=replans)
     parallel.prepare(model)
     atomic_write(run_dir / "distribution.json",
                  json.dumps(parallel.describe(model), indent=2))
-    wall = 0.0
-    if resume:
+    if run.kind == "checkpointed":
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(run_dir / "model.keras")
-        wall = json.loads((run_dir / "state.json").read_text())["wall_s"]
+        load_weights(model, run_dir / "model.keras")
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if step and config.dropout:
+        replay_dropout_draws(model, step, o["batch_size"])
     if step >= o["steps"]:
-        print(f"{run_dir} already trained {step} of {o['steps']} steps.")
+        print(f"{run_dir} already trained {step} of {o['steps']} steps "
+              "(--resume --steps N with a larger N extends it).")
         return {"step": step}
+    if verbose and run.kind != "new":
+        print(_resume_note(run, o, step))
 
     ctx, batch = config.context_length, o["batch_size"]
     train_ds = windows.make_windows_dataset(train, ctx, batch,
@@ -236,8 +220,9 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
     val_ds = windows.make_eval_dataset(val, ctx, batch, o["eval_steps"],
                                        seed=o["seed"] + 1)
     throughput = Throughput(batch * ctx)
-    logger = RunLogger(run_dir, throughput, wall_offset=wall)
-    callbacks = [throughput, logger, EpochTensorBoard(str(run_dir / "logs"))]
+    logger = RunLogger(run_dir, throughput, wall_offset=run.wall_s(step))
+    callbacks = [StopOnNonFiniteLoss(run_dir), throughput, logger,
+                 EpochTensorBoard(str(run_dir / "logs"))]
     if o["samples"]:
         callbacks.append(Samples(tokenizer, [""] * o["samples"],
                                  seed=o["seed"]))
@@ -257,6 +242,46 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     final["step"] = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     return final
+
+
+def replay_dropout_draws(model, steps, batch_size=1):
+    """Sets the dropout layers' random state to where `steps` training steps
+    leave it, so a resumed run draws the masks a run never stopped draws.
+
+    Keras saves no `SeedGenerator` state in a checkpoint. A model built
+    after the run's `keras.utils.set_random_seed` starts from the run's
+    first state, and each training step advances each generator by the
+    draws of one training-mode forward pass (evaluation and sampling draw
+    none); those are counted here with one such pass on a (batch, 1) input.
+    """
+    import keras
+
+    states = [v for v in model.variables
+              if v.path.endswith("seed_generator_state")]
+    if not states:
+        return
+    before = [keras.ops.convert_to_numpy(v) for v in states]
+    model(keras.ops.zeros((batch_size, 1), "int32"), training=True)
+    for variable, start in zip(states, before):
+        per_step = keras.ops.convert_to_numpy(variable) - start
+        variable.assign(start + per_step * steps)
+
+
+def _resume_note(run, o, step):
+    """What `--resume` continues from, in one line."""
+    if run.kind == "checkpointed":
+        start = (f"Resuming {run.path} from step {step} "
+                 f"({run.path / 'model.keras'})")
+    else:
+        start = (f"Resuming {run.path} from step 0 (it stopped before its "
+                 "first checkpoint; same options, same initial weights)")
+    note = f"{start} to step {o['steps']}."
+    replans = schedule_plan(o)[1]
+    if replans and replans[-1][0] == step:
+        note += (f" The learning rate is re-planned from step {step}: a half "
+                 f"cosine from its rate there to {o['learning_rate'] / 10:g} "
+                 f"at step {o['steps']}.")
+    return note
 
 
 def _layout_note(parallel):

@@ -94,7 +94,7 @@ def test_bfloat16_smoke_runs_what_the_gpu_check_runs(tmp_path):
     (["--skip", "numpy"], "unknown 'numpy'"),
     (["--seq-len", "16", "--prompt-length", "8", "--new-tokens", "9"],
      "exceeds the context length 16"),
-    (["--n-heads", "5"], "n_heads"),
+    (["--n-heads", "5"], "--n-heads 5: choose --n-heads among the divisors"),
 ])
 def test_bad_options_are_one_clear_line(args, message, capsys):
     assert main(["bench", *args]) == 2  # refused before anything runs

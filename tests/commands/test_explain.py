@@ -36,9 +36,9 @@ def test_explain_writes_the_report(run_dir, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--prompt", "hi", "--top-k", "0"], "--top-k 0 is out of range: it "
+    (["--prompt", "hi", "--top-k", "0"], "--top-k: 0 is out of range: it "
                                           "must be >= 1"),
-    (["--prompt", "hi", "--heads", "-1"], "--heads -1 is out of range"),
+    (["--prompt", "hi", "--heads", "-1"], "--heads: -1 is out of range"),
     (["--prompt", ""], "the prompt is empty"),
     (["--prompt", "x" * 17], "17 tokens long; the model's context holds at "
                              "most 16"),

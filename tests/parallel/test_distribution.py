@@ -293,7 +293,7 @@ def test_backends_refuse_what_they_cannot_do():
 
 
 TORCH_REFUSAL = "not available on the torch backend"
-TF_REFUSAL = "model_parallel=3 needs KERAS_BACKEND=jax"
+TF_REFUSAL = "--model-parallel 3 needs KERAS_BACKEND=jax"
 
 
 @pytest.mark.parametrize("args,messages", [
@@ -304,7 +304,8 @@ TF_REFUSAL = "model_parallel=3 needs KERAS_BACKEND=jax"
      {"jax": "A data axis of 3 devices does not divide the batch of 4",
       "tensorflow": "A data axis of 3 devices does not divide the batch",
       "torch": TORCH_REFUSAL}),
-    (["--data-parallel", "0"], {b: "--data-parallel 0 must be >= 1"
+    (["--data-parallel", "0"], {b: "--data-parallel: 0 is out of range: "
+                                   "it must be >= 1"
                                 for b in ("jax", "tensorflow", "torch")}),
 ])
 def test_train_refuses_bad_layouts_before_reading_data(tmp_path, capsys,

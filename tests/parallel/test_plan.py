@@ -169,11 +169,11 @@ def test_plan_command(capsys):
 @pytest.mark.parametrize("args,message", [
     (["--device-memory", "141"], "give a number and a unit"),
     (["--device-memory", "141GB", "--batch-size", "0"],
-     "--batch-size 0 must be >= 1"),
+     "--batch-size: 0 is out of range: it must be >= 1"),
     (["--device-memory", "141GB", "--headroom", "1.5"],
-     "--headroom 1.5 must be in [0, 1)"),
+     "--headroom: 1.5 is out of range: it must be in [0, 1)"),
     (["--device-memory", "141GB", "--context-length", "0"],
-     "context_length=0 must be a positive integer"),
+     "--context-length: 0 is out of range: it must be >= 1"),
 ])
 def test_plan_command_bad_input(capsys, args, message):
     assert main(["plan", "gpt3-13b", *args]) == 2

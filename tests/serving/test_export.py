@@ -394,8 +394,8 @@ def test_cli_refuses_max_new_tokens_that_leave_no_room(served, tmp_path,
     assert main(["export", str(served["work"]["torch"] / "run"), str(out),
                  "--max-new-tokens", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("keras-gpt export: error: max_new_tokens=32 is out "
-                          "of range: it must be an integer in [1, "
+    assert err.startswith("keras-gpt export: error: --max-new-tokens 32 is "
+                          "out of range: it must be an integer in [1, "
                           "context_length=32)")
     assert not out.exists()
 
@@ -442,7 +442,7 @@ def test_versions_overwrite_and_no_partial_version(tiny_model, tmp_path,
     assert all(0 <= i < 257 for row in ids for i in row)
 
     with pytest.raises(FileExistsError, match=r"already holds version 1: "
-                                              r"pass --overwrite"):
+                                              r"pass overwrite=True"):
         keras_gpt.export_saved_model(model, tok, base, version=1)
 
     def broken(model, tokenizer, path, defaults):
@@ -519,7 +519,7 @@ def _fake_run(folder, model=True, tokenizer=True):
                  "--out {run}`"),
     ("no tokenizer", "No tokenizer in {run}/tokenizer or {run}"),
     ("version exists", "{out}/3 already holds version 3: pass --overwrite "
-                       "(overwrite=True) to replace it"),
+                       "to replace it, or a --version other than 3."),
     ("out is a file", "{out} is a file, not a directory of SavedModel "
                       "versions"),
 ])

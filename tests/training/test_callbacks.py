@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gpt import GPT, GPTConfig, compile_for_pretraining
+from keras_gpt import (GPT, GPTConfig, compile_for_pretraining,
+                       make_optimizer, next_token_loss)
 from keras_gpt.training import callbacks as run_callbacks
 
 
@@ -62,7 +63,8 @@ def test_run_callbacks_leave_batch_ends_off_the_training_loop(tmp_path):
     """With `keras-gpt train`'s batch-level callbacks, Keras may still hand
     each step's logs to a worker thread (JAX, PyTorch), so the loop does not
     wait for them; Keras' own TensorBoard callback stops that."""
-    ours = [run_callbacks.Throughput(32),
+    ours = [run_callbacks.StopOnNonFiniteLoss(),
+            run_callbacks.Throughput(32),
             run_callbacks.EpochTensorBoard(str(tmp_path / "ours"))]
     off_main = _batch_end_threads(ours)
     assert len(off_main) == 3
@@ -75,3 +77,30 @@ def test_run_callbacks_leave_batch_ends_off_the_training_loop(tmp_path):
             [keras.callbacks.TensorBoard(str(tmp_path / "keras"))]))
     # The epoch's metrics still reach TensorBoard.
     assert list((tmp_path / "ours" / "train").glob("*tfevents*"))
+
+
+def test_a_non_finite_loss_stops_fit_naming_the_step(tmp_path):
+    """Issue 17, item 5: the step is named and nothing after it runs (on
+    JAX and PyTorch the check runs on Keras' callback thread)."""
+    model = GPT(GPTConfig(vocab_size=32, context_length=8, d_model=16,
+                          n_layers=1, n_heads=2))
+    # Keras' own "auto" (no XLA on TensorFlow's CPU): a cheaper compile.
+    model.compile(optimizer=make_optimizer(10, learning_rate=1e30,
+                                           warmup_steps=0),
+                  loss=next_token_loss())
+    ids = np.random.default_rng(0).integers(0, 32, (24, 8)).astype("int32")
+    ended = []
+
+    class EpochEnds(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ended.append(epoch)
+
+    (tmp_path / "model.keras").write_bytes(b"the last finite checkpoint")
+    with pytest.raises(run_callbacks.NonFiniteLossError) as caught:
+        model.fit(ids, ids, batch_size=4, epochs=2, verbose=0,
+                  callbacks=[run_callbacks.StopOnNonFiniteLoss(tmp_path),
+                             EpochEnds()])
+    assert str(caught.value).startswith(
+        "The training loss became nan at step 2: training stopped; "
+        f"{tmp_path / 'model.keras'} keeps the last finite checkpoint.")
+    assert ended == []  # no epoch end: no evaluation, no checkpoint

@@ -133,3 +133,35 @@ def test_weights_saved_here_load_under_every_backend(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         np.testing.assert_allclose(np.load(out), expected, atol=1e-5,
                                    err_msg=f"{here} -> {backend}")
+
+
+def test_a_replanned_schedule_continues_from_the_rate_it_had():
+    """Issue 17, item 12: `--resume --steps N` re-plans the cosine from the
+    checkpoint's step; the rate is continuous there and the steps before
+    are unchanged (so a checkpoint resumes exactly)."""
+    from keras_gpt.training.recipe import ReplannedCosine
+
+    def rates(schedule, steps):
+        return np.array([float(keras.ops.convert_to_numpy(schedule(s)))
+                         for s in steps])
+
+    first = make_optimizer(100, learning_rate=1e-2, warmup_steps=10)
+    replanned = make_optimizer(100, learning_rate=1e-2, warmup_steps=10,
+                               replans=[(50, 200)])
+    plan, new = first._learning_rate, replanned._learning_rate
+    assert isinstance(new, ReplannedCosine)
+    np.testing.assert_allclose(rates(new, [0, 5, 10, 30, 49, 50]),
+                               rates(plan, [0, 5, 10, 30, 49, 50]), rtol=1e-6)
+    start = rates(plan, [50])[0]
+    np.testing.assert_allclose(rates(new, [125, 200, 300]),
+                               [1e-3 + (start - 1e-3) / 2, 1e-3, 1e-3],
+                               rtol=1e-5)
+    later = rates(new, range(50, 201, 30))
+    assert np.all(np.diff(later) < 0)  # a decay, no jump
+    restored = ReplannedCosine.from_config(
+        keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(new)).get_config())
+    np.testing.assert_allclose(rates(restored, [60, 150]),
+                               rates(new, [60, 150]), rtol=1e-6)
+    with pytest.raises(ValueError, match="must be more than from_step=50"):
+        ReplannedCosine(plan, 50, 50, 1e-3)

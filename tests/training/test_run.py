@@ -91,15 +91,15 @@ def test_default_corpus_with_bpe(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--data", "{tmp}/nope"], "No such file or folder: '{tmp}/nope'"),
     (["--data", "{tmp}/empty"], "are empty"),
-    (["--data", "{tmp}/short.txt"], "fewer than context_length + 1 = 17"),
+    (["--data", "{tmp}/short.txt"], "fewer than --context-length + 1 = 17"),
     (["--data", "{corpus}", "--tokenizer", "bpe", "--vocab-size", "10"],
-     "vocab_size=10 is too small"),
+     "--vocab-size 10 is too small"),
     (["--data", "{corpus}", "--tokenizer", "bpe", "--vocab-size", "99999"],
-     "vocab_size=99999 is larger than this corpus supports"),
+     "--vocab-size 99999 is larger than this corpus supports"),
     (["--data", "{corpus}", "--steps", "5", "--eval-every", "2"],
      "--steps 5 must be a multiple of --eval-every 2"),
     (["--data", "{corpus}", "--val-fraction", "1.5"],
-     "--val-fraction 1.5 must be in (0, 1)"),
+     "--val-fraction: 1.5 is out of range: it must be in (0, 1)"),
 ])
 def test_bad_input_is_one_clear_line_and_no_run_dir(tmp_path, corpus, capsys,
                                                      args, message):
@@ -123,7 +123,7 @@ def test_resume_refuses_another_runs_config(tmp_path, corpus, capsys):
     base = ["--data", str(corpus), *TINY, "--steps", "2", "--eval-every", "2"]
     assert train(tmp_path, *base, "--out", str(out)) == 0
     assert train(tmp_path, *base, "--out", str(out)) == 2
-    assert "already holds files" in capsys.readouterr().err
+    assert "already holds a run (checkpoint at step 2)" in capsys.readouterr().err
     assert train(tmp_path, "--out", str(out), "--resume", "--d-model",
                  "32") == 2
     err = capsys.readouterr().err
@@ -143,3 +143,101 @@ def test_samples_with_a_vocabulary_smaller_than_top_k(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("--- sample: ''") == 1
     assert keras.models.load_model(out / "model.keras").config.vocab_size == 6
+
+
+@pytest.mark.backend_independent
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(
+        tmp_path, corpus, capsys):
+    """Issue 17, item 5: the step is named, the checkpoint of the step
+    before stays as it was, exit status 2. (The run directory's side; the
+    stop inside `fit`, asynchronous on JAX and PyTorch, is tested on every
+    backend in test_callbacks.py.)"""
+    from keras_gpt.checkpoints import load_model, saved_step
+
+    out = tmp_path / "run"
+    # Warmup from 0: step 1 trains at rate 0 (checkpoint 1 is finite),
+    # step 2 at 5e29.
+    assert train(tmp_path, "--data", str(corpus), *TINY, "--steps", "4",
+                 "--eval-every", "1", "--warmup-steps", "2",
+                 "--learning-rate", "1e30", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("keras-gpt train: error: The ")
+    assert (f"loss became nan at step 2: training stopped; {out}/model.keras "
+            "keeps the last finite checkpoint.") in err
+    assert saved_step(out / "model.keras") == 1
+    model = load_model(out / "model.keras")
+    assert all(np.isfinite(to_numpy(w)).all() for w in model.weights)
+    records = [json.loads(l) for l in (out / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [1]
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("case,message", [
+    ("binary", "binary.txt is not a text file (a NUL byte at offset 3)"),
+    ("latin-1", "latin.txt is not UTF-8 text (100 of its first 500 bytes "
+                "are not valid UTF-8)"),
+    ("vocabulary", "fewer than the --vocab-size 400 BPE ids it was asked "
+                   "for"),
+])
+def test_data_that_cannot_train_is_refused(tmp_path, capsys, case, message):
+    """Issue 17, item 8 (before any model is built)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["--data", str(data)]
+    if case == "binary":
+        (data / "binary.txt").write_bytes(b"ELF\0\x01\x02" + b"x" * 500)
+    elif case == "latin-1":
+        (data / "latin.txt").write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    else:
+        (data / "small.txt").write_text(TEXT[:1400])
+        args += ["--tokenizer", "bpe", "--vocab-size", "400"]
+    out = tmp_path / "run"
+    assert train(tmp_path, *TINY, *args, "--steps", "2", "--eval-every", "2",
+                 "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.backend_independent
+def test_a_small_validation_part_is_a_warning_with_the_numbers():
+    from keras_gpt.training.run import check_lengths
+
+    options = {"tokenizer": "char", "eval_steps": 20}
+    train_part, val_part = np.zeros(5000), np.zeros(200)
+    warnings = check_lengths(train_part, val_part, 16, options, 30)
+    assert warnings == [
+        "the validation part has 200 tokens, fewer than one window of 17 per "
+        "evaluation batch (20 x 17 = 340): its windows overlap, so val_loss "
+        "rests on few tokens; raise --val-fraction or lower --eval-steps for "
+        "a steadier figure."]
+    assert check_lengths(train_part, np.zeros(340), 16, options, 30) == []
+
+
+def test_resume_replays_the_dropout_random_state():
+    """Keras saves no dropout random state; a resumed run sets it to where
+    its steps left it, so its masks are those of a run never stopped (on
+    PyTorch, Keras draws unseeded dropout from torch's global generator,
+    which no checkpoint holds)."""
+    from keras_gpt import GPT, GPTConfig, next_token_loss
+    from keras_gpt.training.run import replay_dropout_draws
+
+    config = GPTConfig(vocab_size=16, context_length=8, d_model=16,
+                       n_layers=2, n_heads=2, dropout=0.2)
+    ids = np.random.default_rng(0).integers(0, 16, (12, 8)).astype("int32")
+
+    def states(model):
+        return [to_numpy(v).tolist() for v in model.variables
+                if v.path.endswith("seed_generator_state")]
+
+    keras.utils.set_random_seed(5)
+    trained = GPT(config)
+    # Keras' own "auto" (no XLA on TensorFlow's CPU): a cheaper compile.
+    trained.compile(optimizer="adamw", loss=next_token_loss())
+    trained.fit(ids, ids, batch_size=4, epochs=1, verbose=0)
+    keras.utils.set_random_seed(5)
+    resumed = GPT(config)
+    assert len(states(resumed)) == 3
+    replay_dropout_draws(resumed, 3, batch_size=4)
+    assert states(resumed) == states(trained)
