@@ -11,7 +11,8 @@ import keras
 from keras import ops
 
 from keras_gpt import activations
-from keras_gpt.backend import training_jit_compile
+from keras_gpt.backend import (traced_once_with_built_optimizer,
+                               training_jit_compile)
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
@@ -313,6 +314,13 @@ class GPT(keras.Model):
         model reloads with your loss and compiles through this method again,
         on whichever backend loads it.
 
+        On TensorFlow (outside a `tf.distribute` strategy, where Keras does
+        it itself) the optimizer's variables are created here, as
+        `compile_from_config` does: otherwise the first `fit` creates them
+        while tracing its step, which TensorFlow must then trace again (2.2
+        of 10.6 CPU seconds of the baby config's first step). Configure the
+        optimizer (e.g. `exclude_from_weight_decay`) before `compile`.
+
         Example:
 
         ```python
@@ -335,6 +343,8 @@ class GPT(keras.Model):
         if loss is not None:
             self.loss = loss
         self._compile_config.config.update(loss=loss, jit_compile=jit_compile)
+        if traced_once_with_built_optimizer(self.optimizer):
+            self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()`'s dict (as `load_model`
@@ -342,8 +352,9 @@ class GPT(keras.Model):
         its saved state can be loaded. Keras' own version skips models
         that define `compile`."""
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if getattr(self, "optimizer", None) is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and self.built and not optimizer.built:
+            optimizer.build(self.trainable_variables)
 
     def get_config(self):
         base = keras.layers.Layer.get_config(self)

@@ -138,6 +138,27 @@ def test_saved_model_names_the_users_loss_and_compiles_fast_again(
     assert fast_calls
 
 
+def test_tensorflow_traces_the_first_step_once(monkeypatch):
+    """On TensorFlow compile builds the optimizer, so fit's first trace
+    creates no variables and is not repeated; elsewhere compile leaves the
+    optimizer to fit, as Keras does."""
+    model = _model()
+    optimizer = keras.optimizers.AdamW(1e-3)
+    model.compile(optimizer=optimizer, loss=_scce(), jit_compile=False)
+    if keras.backend.backend() != "tensorflow":
+        assert not optimizer.built
+        return
+    assert optimizer.built
+    traces = []
+    step = model.train_step
+    monkeypatch.setattr(model, "train_step",
+                        lambda data: traces.append(1) or step(data))
+    x = np.random.default_rng(3).integers(0, VOCAB, (2, 8)).astype("int32")
+    model.fit(x, x, verbose=0)
+    assert len(traces) == 1  # through Keras' own compile: 2
+    assert int(to_numpy(optimizer.iterations)) == 1
+
+
 class _Doubled(keras.losses.SparseCategoricalCrossentropy):
     def call(self, y_true, y_pred):
         return 2.0 * super().call(y_true, y_pred)

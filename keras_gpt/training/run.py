@@ -15,6 +15,7 @@ import math
 import shutil
 from pathlib import Path
 
+from keras_gpt.backend import use_compilation_cache
 from keras_gpt.config import GPTConfig
 from keras_gpt.files import atomic_write
 
@@ -173,6 +174,9 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
             raise ValueError(f"{run_dir}/config.json holds another model: "
                              f"{saved} != {config}.")
     check_lengths(train, val, config.context_length)
+    # A second run of the same shapes loads its compiled programs.
+    use_compilation_cache(Path(cache_dir or Path.home() / ".cache"
+                               / "keras_gpt") / "xla")
 
     created = not run_dir.exists()
     try:
