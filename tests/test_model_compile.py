@@ -97,6 +97,35 @@ def test_one_fit_step_matches_keras_own_compile():
         np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
+def test_plain_compile_lowers_to_compile_for_pretrainings_program():
+    """Same optimizer, plain Keras compile: the very training step that
+    `compile_for_pretraining` gives (so the same speed, by construction)."""
+    if keras.backend.backend() != "jax":
+        pytest.skip("compares JAX's lowered train_step text; the choices "
+                    "it rests on (loss, jit_compile) are tested on every "
+                    "backend above and below")
+    import re
+
+    import jax
+
+    from keras_gpt.training import compile_for_pretraining, make_optimizer
+
+    x = np.zeros((2, 8), "int32")
+
+    def lowered(model):
+        model.optimizer.build(model.trainable_variables)
+        state = tuple([v.value for v in variables] for variables in (
+            model.trainable_variables, model.non_trainable_variables,
+            model.optimizer.variables, model.metrics_variables))
+        text = jax.jit(model.train_step).lower(state, (x, x)).as_text()
+        return re.sub(r"loc\([^)]*\)|#loc\d*( = .*)?", "", text)
+
+    recipe, plain = _model(), _model()
+    compile_for_pretraining(recipe, total_steps=100)
+    plain.compile(optimizer=make_optimizer(100), loss=_scce())
+    assert lowered(plain) == lowered(recipe)
+
+
 def test_jit_compile_auto_is_the_pretraining_choice_and_false_is_kept():
     from keras_gpt.backend import training_jit_compile
 
