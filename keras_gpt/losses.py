@@ -49,6 +49,8 @@ class NextTokenLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
+        if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] == 1:
+            y_true = ops.squeeze(y_true, -1)  # (..., 1) ids, as Keras takes
         # Keras hands the loss float targets; see `check_token_ids`.
         targets = check_token_ids(ops.cast(y_true, "int32"),
                                   ops.shape(logits)[-1])
@@ -58,3 +60,37 @@ class NextTokenLoss(keras.losses.Loss):
 def next_token_loss():
     """Cross-entropy between the logits and the next token ids."""
     return NextTokenLoss()
+
+
+def same_computation(loss):
+    """A `NextTokenLoss` that computes what `loss` computes, or None.
+
+    `loss` qualifies when it is exactly
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)` (not a
+    subclass), or its serialized dict, with `ignore_class=None`, `axis=-1`
+    and the default float32 dtype; its name and reduction are kept (every
+    reduction Keras has; sample weights are applied by `Loss.__call__`,
+    which both classes share). Anything else (strings, which Keras maps to
+    the probabilities form, `from_logits=False`; functions; other losses;
+    lists and dicts of losses) gives None.
+
+    Example:
+
+    ```python
+    same_computation(keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="sum"))     # NextTokenLoss, "sum"
+    same_computation("mse")                      # None
+    ```
+    """
+    if isinstance(loss, dict) and "class_name" in loss:
+        try:
+            loss = keras.losses.get(loss)
+        except (TypeError, ValueError):
+            return None
+    if type(loss) is not keras.losses.SparseCategoricalCrossentropy:
+        return None
+    axis = getattr(loss, "_fn_kwargs", {}).get("axis", -1)
+    if (loss.from_logits is not True or loss.ignore_class is not None
+            or axis != -1 or loss.dtype != "float32"):
+        return None
+    return NextTokenLoss(name=loss.name, reduction=loss.reduction)

@@ -21,6 +21,9 @@ def test_next_token_loss_is_sparse_categorical_crossentropy():
         np.testing.assert_allclose(
             to_numpy(ours(targets, logits, **kwargs)),
             to_numpy(keras_own(targets, logits, **kwargs)), rtol=1e-5)
+    # Ids with a trailing axis of 1, which Keras' loss also takes.
+    np.testing.assert_allclose(to_numpy(ours(targets[..., None], logits)),
+                               to_numpy(keras_own(targets, logits)), rtol=1e-5)
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     softmax = shifted / shifted.sum(-1, keepdims=True)
     one_hot = np.eye(11, dtype="float32")[targets]

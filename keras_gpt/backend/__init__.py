@@ -7,6 +7,7 @@ one function per need, with a branch per backend named for it.
 import keras
 
 from keras_gpt.backend import pytorch
+from keras_gpt.backend.compilation import use_compilation_cache  # noqa: F401
 from keras_gpt.backend.token_ids import (check_token_ids,  # noqa: F401
                                          nan_where_out_of_range)
 from keras_gpt.backend.values import (assert_on_device,  # noqa: F401
@@ -119,6 +120,21 @@ def training_jit_compile(requested="auto"):
     import tensorflow as tf
 
     return "auto" if tf.distribute.has_strategy() else True
+
+
+def traced_once_with_built_optimizer(optimizer):
+    """Whether `optimizer` should be built at `compile` (TensorFlow only).
+
+    TensorFlow's `fit` (without a `tf.distribute` strategy) traces the
+    train step before the optimizer has variables; creating them inside
+    that trace makes TensorFlow trace the step a second time.
+    """
+    if (keras.backend.backend() != "tensorflow" or optimizer is None
+            or optimizer.built):
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy()
 
 
 # Attention: fused kernel or explicit matmuls ---------------------------------

@@ -1,30 +1,41 @@
 """`keras-gpt bench`: keras_gpt against KerasHub and Hugging Face, one table.
 
 In one process, on the Keras backend `KERAS_BACKEND` names, for the same
-model shape, batch and sequence length (see `implementations.py` for what
-each implementation runs):
+model shape, batch and sequence length (`--config default`: 6 layers,
+d_model 384, vocab 8192, context 256, batch 8; `--config baby`: nanoGPT's
+CPU char config; see `options.py` and, for what each row runs,
+`implementations.py`). Two rows are ours: `keras_gpt` trains through
+`compile_for_pretraining`, `keras_gpt_plain` through the plain
+`model.compile(optimizer=AdamW, loss=SparseCategoricalCrossentropy(
+from_logits=True))` that Keras users write (`GPT.compile` picks the fast
+loss and XLA choice for it). Measured:
 
-- training tokens/s, warm (after the first, compiling call), timed
-  interleaved round by round (keras_gpt, keras_hub, hf_torch, keras_gpt,
-  ...) and best of the rounds: these machines are noisy;
+- training tokens/s and ms per step, warm (after the first, compiling
+  call), timed interleaved round by round (keras_gpt, keras_gpt_plain,
+  keras_hub, hf_torch, keras_gpt, ...) and best of the rounds: these
+  machines are noisy;
 - model FLOP utilisation: (6 N + 12 L d_model T) FLOPs per token (N: the
   parameters without position embeddings; L layers; T the sequence
   length) times tokens/s, over the matmul peak measured in the same run
   (`measure.matmul_peak`): float32 on CPU, the run's dtype (float32 or
-  bfloat16) on an accelerator;
+  bfloat16) on an accelerator (`--no-peak` and `--smoke` skip it);
 - the first call's time (tracing, compiling, building) and the peak memory
   it added (`measure.MemoryProbe`);
-- decoding tokens/s at each batch size, greedy (and top-k when asked).
+- decoding tokens/s at each batch size, greedy (and top-k when asked);
+  decoding does not depend on how a model was compiled, so it has one row
+  of ours.
 
-It prints one table with keras_gpt / reference ratios and can write the
-same figures as JSON. References whose packages are missing are skipped
-with the reason printed.
+It prints one table with our / reference ratios (`table.py`) and can write
+the same figures as JSON. References whose packages are missing are
+skipped with the reason printed. Parts (`options.PARTS`) are run by
+`PART_RUNNERS` and printed by `table.ROW_GROUPS`; a new part adds itself
+to both.
 
 Example:
 
 ```
 KERAS_BACKEND=jax keras-gpt bench --json bench-jax.json
-KERAS_BACKEND=torch python tools/benchmark.py --only train --rounds 5
+KERAS_BACKEND=torch keras-gpt bench --config baby --only train --rounds 5
 keras-gpt bench --smoke                       # tiny model, seconds
 ```
 """
@@ -37,101 +48,10 @@ import numpy as np
 
 from keras_gpt.bench import implementations as impl
 from keras_gpt.bench import measure
-
-NAMES = ("keras_gpt", "keras_hub", "hf_torch")
-ISSUE_MODEL = dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
-                   context_length=256)
-SMOKE_MODEL = dict(n_layers=2, n_heads=2, d_model=32, vocab_size=64,
-                   context_length=32)
-
-
-def add_arguments(p):
-    """The benchmark's options (shared by `keras-gpt bench` and tools/)."""
-    p.add_argument("--preset", help="A GPTConfig preset (e.g. gpt2-small); "
-                   "default: 6 layers, 6 heads, d_model 384, vocab 8192.")
-    for flag in ("n_layers", "n_heads", "d_model", "vocab_size"):
-        p.add_argument("--" + flag.replace("_", "-"), type=int)
-    p.add_argument("--seq-len", type=int,
-                   help="Training sequence length = context length "
-                        "(default 256, or the preset's).")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=4,
-                   help="Training steps per timed round (default 4).")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="Timed rounds per implementation; the best counts.")
-    p.add_argument("--dtype", default="float32",
-                   choices=("float32", "mixed_bfloat16", "bfloat16"))
-    p.add_argument("--decode-batch-sizes", default="1,8",
-                   help="Comma-separated (default 1,8).")
-    p.add_argument("--prompt-length", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=200)
-    p.add_argument("--samplers", default="greedy",
-                   help="Comma-separated: greedy, top_k (default greedy).")
-    p.add_argument("--only", default="train,decode",
-                   help="Comma-separated parts: train, decode.")
-    p.add_argument("--skip", default="",
-                   help="Comma-separated references to leave out: "
-                        "keras_hub, hf_torch.")
-    p.add_argument("--json", metavar="OUT", help="Write the results here.")
-    p.add_argument("--smoke", action="store_true",
-                   help="Tiny model, 2 steps, 1 round, 4 new tokens.")
-
-
-def options_from_args(args):
-    """Validated benchmark options (a dict) from parsed arguments."""
-    from keras_gpt.config import GPTConfig
-
-    model = dict(SMOKE_MODEL if args.smoke else ISSUE_MODEL)
-    if args.preset:
-        preset = GPTConfig.from_preset(args.preset)
-        model = {k: getattr(preset, k) for k in model}
-    for flag in ("n_layers", "n_heads", "d_model", "vocab_size"):
-        if getattr(args, flag) is not None:
-            model[flag] = getattr(args, flag)
-    if args.seq_len is not None:
-        model["context_length"] = args.seq_len
-    o = dict(model=model, batch_size=args.batch_size, steps=args.steps,
-             rounds=args.rounds, dtype=args.dtype,
-             decode_batch_sizes=_ints(args.decode_batch_sizes,
-                                      "--decode-batch-sizes"),
-             prompt_length=args.prompt_length, new_tokens=args.new_tokens,
-             samplers=_names(args.samplers, ("greedy", "top_k"), "--samplers"),
-             only=_names(args.only, ("train", "decode"), "--only"),
-             skip=_names(args.skip, NAMES[1:], "--skip"), json=args.json)
-    if args.smoke:
-        o.update(batch_size=2, steps=2, rounds=1, decode_batch_sizes=[1],
-                 prompt_length=4, new_tokens=4)
-    GPTConfig(**model)  # validates the shape (heads divide d_model, ...)
-    for key in ("batch_size", "steps", "rounds", "prompt_length",
-                "new_tokens"):
-        if o[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')}={o[key]} must be "
-                             ">= 1.")
-    if o["prompt_length"] + o["new_tokens"] > model["context_length"]:
-        raise ValueError(
-            f"--prompt-length {o['prompt_length']} + --new-tokens "
-            f"{o['new_tokens']} exceeds the context length "
-            f"{model['context_length']}.")
-    return o
-
-
-def _ints(text, flag):
-    try:
-        values = [int(v) for v in text.split(",") if v]
-    except ValueError:
-        raise ValueError(f"{flag} {text!r}: expected integers like 1,8.")
-    if not values or min(values) < 1:
-        raise ValueError(f"{flag} {text!r}: expected integers >= 1.")
-    return values
-
-
-def _names(text, allowed, flag):
-    names = [v for v in text.split(",") if v]
-    for name in names:
-        if name not in allowed:
-            raise ValueError(f"{flag}: unknown {name!r}; expected one of "
-                             f"{', '.join(allowed)}.")
-    return names
+from keras_gpt.bench.options import (BABY_MODEL, CONFIGS,  # noqa: F401
+                                     ISSUE_MODEL, NAMES, SMOKE_MODEL,
+                                     add_arguments, options_from_args)
+from keras_gpt.bench.table import format_table
 
 
 def flops_per_token(model, n_params):
@@ -171,7 +91,8 @@ def run_benchmark(o, log=print, save=None):
     # slow even to time (torch's took 63 s on an AVX2 EPYC).
     peak_dtype = ("bfloat16" if accelerator and "bfloat16" in o["dtype"]
                   else "float32")
-    peak = measure.matmul_peak(backend, accelerator, peak_dtype)
+    peak = (measure.matmul_peak(backend, accelerator, peak_dtype)
+            if o.get("peak", True) else None)
     n_params = _non_position_params(o["model"])
     result = {"backend": backend, "keras": keras.__version__,
               "machine": measure.machine(), "options": o,
@@ -181,13 +102,8 @@ def run_benchmark(o, log=print, save=None):
               "skipped": skipped, "train": {}, "decode": [],
               "complete": False}
     save = save or (lambda result: None)
-    if "train" in o["only"]:
-        result["train"] = _train(o, names, backend, accelerator, result)
-        save(result)
-    if "decode" in o["only"]:
-        for row in _decode(o, names, backend, accelerator):
-            result["decode"].append(row)
-            save(result)
+    for part in o["only"]:
+        PART_RUNNERS[part](o, names, backend, accelerator, result, save)
     result["complete"] = True
     save(result)
     return result
@@ -199,12 +115,12 @@ def _available(skip):
         if name in skip:
             skipped[name] = "--skip"
             continue
-        missing = [m for m in impl.NEEDS[name]
+        missing = [m for m in impl.NEEDS.get(name, ())
                    if importlib.util.find_spec(m) is None]
         if missing:
             skipped[name] = f"{', '.join(missing)} not importable"
             continue
-        for module in impl.NEEDS[name]:  # not counted as its memory
+        for module in impl.NEEDS.get(name, ()):  # not counted as its memory
             importlib.import_module(module)
         names.append(name)
     return names, skipped
@@ -214,7 +130,7 @@ def _framework(name, backend):
     return "torch" if name == "hf_torch" else backend
 
 
-def _train(o, names, backend, accelerator, result):
+def _train(o, names, backend, accelerator, result, save):
     m = o["model"]
     rng = np.random.default_rng(0)
     ids = rng.integers(0, m["vocab_size"], (o["batch_size"] * o["steps"],
@@ -233,15 +149,21 @@ def _train(o, names, backend, accelerator, result):
                       "memory_kind": probe.kind}
     best = measure.interleaved_best(blocks, o["rounds"])
     tokens = o["batch_size"] * o["steps"] * m["context_length"]
+    peak = result["matmul_peak_gflops"]
     for name in names:
         tps = tokens / best[name]
-        rows[name].update(tokens_per_s=tps, mfu=tps * result[
-            "flops_per_token"] / (result["matmul_peak_gflops"]["best"] * 1e9))
-    return rows
+        rows[name].update(tokens_per_s=tps, ms_per_step=1000 * best[name]
+                          / o["steps"])
+        if peak:
+            rows[name]["mfu"] = tps * result["flops_per_token"] / (
+                peak["best"] * 1e9)
+    result["train"] = rows
+    save(result)
 
 
-def _decode(o, names, backend, accelerator):
-    """Yields one row per batch size and sampler."""
+def _decode(o, names, backend, accelerator, result, save):
+    """One row per batch size and sampler, saved as it is measured."""
+    names = [name for name in names if name in impl.DECODERS]
     rng = np.random.default_rng(1)
     for batch in o["decode_batch_sizes"]:
         prompts = rng.integers(0, o["model"]["vocab_size"],
@@ -256,55 +178,12 @@ def _decode(o, names, backend, accelerator):
             for name in names:
                 row[name]["tokens_per_s"] = (batch * o["new_tokens"]
                                              / best[name])
-            yield row
+            result["decode"].append(row)
+            save(result)
 
 
-def format_table(r):
-    """The results as text: a header and one line per measurement."""
-    o, m = r["options"], r["options"]["model"]
-    names = [n for n in NAMES if n not in r["skipped"]]
-    refs = names[1:]
-    where = r["machine"].get("accelerator") or (
-        f"{r['machine']['processor']} ({r['machine']['cpus']} CPUs)")
-    peak = r["matmul_peak_gflops"]
-    lines = [
-        f"keras-gpt bench: backend {r['backend']} (keras {r['keras']}) on "
-        f"{where}",
-        f"model {m['n_layers']} layers, {m['n_heads']} heads, d_model "
-        f"{m['d_model']}, vocab {m['vocab_size']}, seq {m['context_length']};"
-        f" {o['dtype']}; N = {r['params_without_positions']:,} (no positions)",
-        f"{r['matmul_peak_dtype']} matmul peak GFLOP/s: " + ", ".join(
-            f"{k} {v:.0f}" for k, v in peak.items()),
-        f"{'':34}" + "".join(f"{n:>12}" for n in names)
-        + "".join(f"{'vs ' + n:>13}" for n in refs)]
-
-    def line(label, values, fmt, ratio=False):
-        cells = "".join(f"{fmt(v):>12}" if v is not None else f"{'-':>12}"
-                        for v in values)
-        if ratio and values[0]:
-            cells += "".join(f"{values[0] / v:>12.2f}x" if v else f"{'-':>13}"
-                             for v in values[1:])
-        lines.append(f"{label:34}{cells}")
-
-    train = r["train"]
-    if train:
-        get = lambda key: [train[n][key] if n in train else None  # noqa: E731
-                           for n in names]
-        line(f"train tokens/s (batch {o['batch_size']})",
-             get("tokens_per_s"), lambda v: f"{v:.0f}", ratio=True)
-        line("train MFU", get("mfu"), lambda v: f"{100 * v:.1f}%")
-        line("train first call s", get("first_call_s"), lambda v: f"{v:.1f}")
-        line("train peak memory MB", get("peak_memory_bytes"),
-             lambda v: f"{v / 2 ** 20:.0f}")
-    for row in r["decode"]:
-        label = f"decode {row['sampler']} batch {row['batch']}"
-        line(f"{label} tokens/s",
-             [row[n]["tokens_per_s"] if n in row else None for n in names],
-             lambda v: f"{v:.0f}", ratio=True)
-        line(f"{label} first call s",
-             [row[n]["first_call_s"] if n in row else None for n in names],
-             lambda v: f"{v:.1f}")
-    return "\n".join(lines)
+# What runs each part of `o["only"]` (its rows go to `table.ROW_GROUPS`).
+PART_RUNNERS = {"train": _train, "decode": _decode}
 
 
 def run_and_report(o):

@@ -1,10 +1,17 @@
 """The implementations the benchmark runs side by side, on the same shapes.
 
-Training (`TRAINERS`): each maker returns `(block, steps)` where `block()`
-runs `steps` optimizer steps on batches of token ids and returns the last
-loss (a float, so the work is finished when it returns).
+Training (`TRAINERS`): each maker `(spec, x, y)` returns `block`, where
+`block()` runs one optimizer step per `spec["batch_size"]` rows of `x, y`
+(token ids) and returns the last loss (a float, so the work is finished
+when it returns).
 
-- keras_gpt: `GPT` + `compile_for_pretraining`, `fit` (what users run);
+- keras_gpt: `GPT` + `compile_for_pretraining`, `fit` (what `keras-gpt
+  train` runs);
+- keras_gpt_plain: `GPT` + the plain `model.compile(optimizer=AdamW,
+  loss=SparseCategoricalCrossentropy(from_logits=True))`, `fit` (what the
+  README's example and Keras users write); the AdamW is the same
+  `make_optimizer` one as in the other rows, so the two rows of ours differ
+  by the compile path only;
 - keras_hub: `GPT2Backbone` + `GPT2CausalLM(preprocessor=None)`, compiled
   with the same optimizer and loss, `fit` on the same arrays;
 - hf_torch: transformers' `GPT2LMHeadModel` in a plain PyTorch loop (AdamW,
@@ -43,6 +50,16 @@ def train_keras_gpt(spec, x, y):
     model = GPT(GPTConfig(**spec["model"], dropout=0.0),
                 dtype=_keras_dtype(spec))
     compile_for_pretraining(model, total_steps=10 ** 6)  # as users do
+    return _fit_block(model, x, y, spec["batch_size"])
+
+
+def train_keras_gpt_plain(spec, x, y):
+    from keras_gpt.config import GPTConfig
+    from keras_gpt.model import GPT
+
+    model = GPT(GPTConfig(**spec["model"], dropout=0.0),
+                dtype=_keras_dtype(spec))
+    model.compile(optimizer=_optimizer(), loss=_loss())
     return _fit_block(model, x, y, spec["batch_size"])
 
 
@@ -206,9 +223,11 @@ def decode_hf_torch(spec, prompts, new_tokens, sampler):
     return run
 
 
-TRAINERS = {"keras_gpt": train_keras_gpt, "keras_hub": train_keras_hub,
-            "hf_torch": train_hf_torch}
+TRAINERS = {"keras_gpt": train_keras_gpt,
+            "keras_gpt_plain": train_keras_gpt_plain,
+            "keras_hub": train_keras_hub, "hf_torch": train_hf_torch}
 DECODERS = {"keras_gpt": decode_keras_gpt, "keras_hub": decode_keras_hub,
             "hf_torch": decode_hf_torch}
-# What each reference needs importable; missing ones are skipped with this.
+# Decoding does not depend on the compile path: keras_gpt_plain has no
+# decoding row. What each reference needs importable (missing: skipped).
 NEEDS = {"keras_hub": ("keras_hub",), "hf_torch": ("torch", "transformers")}

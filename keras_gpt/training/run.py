@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from keras_gpt.backend import use_compilation_cache
 from keras_gpt.config import GPTConfig
 from keras_gpt.files import atomic_write
 from keras_gpt.training.options import (DEFAULT_MODEL, DEFAULTS,  # noqa: F401
@@ -129,6 +130,9 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     for warning in check_lengths(train, val, config.context_length, o,
                                  tokenizer.vocab_size):
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
+    # A second run of the same shapes loads its compiled programs.
+    use_compilation_cache(Path(cache_dir or Path.home() / ".cache"
+                               / "keras_gpt") / "xla")
 
     created, existed = False, run_dir.exists()
     try:

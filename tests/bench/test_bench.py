@@ -13,37 +13,124 @@ from tests.conftest import load_tool
 from keras_gpt.commands.main import main
 
 
+def _names(result):
+    return ["keras_gpt", "keras_gpt_plain"] + [
+        n for n in ("keras_hub", "hf_torch") if n not in result["skipped"]]
+
+
 def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
+    """Every row runs, the plain compile path beside compile_for_pretraining,
+    on the smallest shapes, one step, one round, no matmul peak."""
     out = tmp_path / "bench.json"
     assert main(["bench", "--smoke", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     result = json.loads(out.read_text())
-    names = ["keras_gpt"] + [n for n in ("keras_hub", "hf_torch")
-                             if n not in result["skipped"]]
+    names = _names(result)
     assert result["complete"] is True
     assert result["backend"] == keras.backend.backend()
-    assert result["matmul_peak_gflops"]["best"] > 0
+    o = result["options"]
+    assert o["model"]["n_layers"] == 1 and o["model"]["d_model"] == 16
+    assert (o["steps"], o["rounds"], o["new_tokens"]) == (1, 1, 4)
+    assert result["matmul_peak_gflops"] is None  # not timed: no MFU line
     for name in names:
         train = result["train"][name]
-        assert train["tokens_per_s"] > 0 and 0 < train["mfu"] < 1
+        assert train["tokens_per_s"] > 0 and "mfu" not in train
+        assert train["ms_per_step"] == pytest.approx(
+            1000 * o["batch_size"] * 16 / train["tokens_per_s"])
         assert train["first_call_s"] > 0 and train["peak_memory_bytes"] >= 0
-        decode = result["decode"][0][name]
-        assert decode["tokens_per_s"] > 0
+    decode = result["decode"][0]
+    assert "keras_gpt_plain" not in decode  # decoding has one row of ours
+    for name in ["keras_gpt"] + names[2:]:
+        assert decode[name]["tokens_per_s"] > 0
     # 6 N + 12 L d T, N without the position table.
-    m = result["options"]["model"]
+    m = o["model"]
     assert result["flops_per_token"] == (
         6 * result["params_without_positions"]
         + 12 * m["n_layers"] * m["d_model"] * m["context_length"])
-    for label in ("train tokens/s", "train MFU", "train first call s",
-                  "train peak memory MB", "decode greedy batch 1 tokens/s"):
+    for label in ("train tokens/s", "train ms/step", "train first call s",
+                  "train peak memory MB", "decode greedy batch 1 tokens/s",
+                  "SparseCategoricalCrossentropy(from_logits=True)) + fit"):
         assert label in table, label
+    assert "train MFU" not in table
     header = next(l for l in table.splitlines()
-                  if l.strip().startswith("keras_gpt"))
-    for name in names[1:]:
-        assert f"vs {name}" in header
-    ratios = [l for l in table.splitlines()
-              if l.startswith("train tokens/s")][0]
-    assert ratios.count("x") == len(names) - 1
+                  if l.split() and l.split()[0] == "keras_gpt")
+    assert header.split() == names
+    _check_ratio_lines(table, result, names)
+
+
+def _check_ratio_lines(table, result, names):
+    """Under the training line, each of our rows over every column."""
+    lines = table.splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("train tokens/s"))
+    speeds = {n: result["train"][n]["tokens_per_s"] for n in names}
+    for offset, ours in enumerate(("keras_gpt", "keras_gpt_plain"), 1):
+        cells = lines[at + offset].split()
+        assert cells[:3] == [ours, "/", "column"], lines[at + offset]
+        for name, cell in zip(names, cells[3:], strict=True):
+            if name == ours:
+                assert cell == "-"
+            else:
+                assert float(cell.rstrip("x")) == pytest.approx(
+                    speeds[ours] / speeds[name], abs=0.006), (ours, name)
+
+
+def test_config_baby_measures_nanogpts_shape_with_every_row(tmp_path,
+                                                            monkeypatch):
+    """`--config baby` runs each row on nanoGPT's CPU char shape and batch
+    (stand-in trainers: the options and the table are under test)."""
+    from keras_gpt import bench
+
+    seen = {}
+
+    def trainer(name):
+        def make(spec, x, y):
+            seen[name] = (spec["model"], spec["batch_size"], x.shape)
+            return lambda: 2.0
+        return make
+
+    for name in list(bench.impl.TRAINERS):
+        monkeypatch.setitem(bench.impl.TRAINERS, name, trainer(name))
+    out = tmp_path / "bench.json"
+    bench.main(["--config", "baby", "--only", "train", "--no-peak",
+                "--steps", "2", "--rounds", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    baby = dict(n_layers=4, n_heads=4, d_model=128, vocab_size=65,
+                context_length=64)
+    names = _names(result)
+    assert sorted(seen) == sorted(names)
+    for name in names:
+        assert seen[name] == (baby, 12, (24, 64)), name
+    assert result["options"]["config"] == "baby"
+    table = bench.format_table(result)
+    assert "config baby: 4 layers, 4 heads, d_model 128, vocab 65, seq 64" \
+        in table
+    assert "train tokens/s (batch 12)" in table
+    _check_ratio_lines(table, result, names)
+
+
+@pytest.mark.backend_independent
+def test_named_configs_and_their_overrides():
+    import argparse
+
+    from keras_gpt.bench import options
+
+    def parse(*argv):
+        parser = argparse.ArgumentParser()
+        options.add_arguments(parser)
+        return options.options_from_args(parser.parse_args(argv))
+
+    default, baby = parse(), parse("--config", "baby")
+    assert (default["model"], default["batch_size"]) == (
+        options.ISSUE_MODEL, 8)
+    assert default["new_tokens"] == 200 and default["peak"] is True
+    assert (baby["model"], baby["batch_size"]) == (options.BABY_MODEL, 12)
+    assert baby["new_tokens"] == 64 - 16  # what the context leaves
+    override = parse("--config", "baby", "--batch-size", "4", "--n-layers",
+                     "2", "--no-peak")
+    assert override["batch_size"] == 4 and override["peak"] is False
+    assert override["model"] == {**options.BABY_MODEL, "n_layers": 2}
+    smoke = parse("--smoke", "--config", "baby")
+    assert smoke["model"] == options.SMOKE_MODEL and smoke["peak"] is False
 
 
 def test_a_run_stopped_while_decoding_keeps_its_training_figures(
@@ -62,8 +149,8 @@ def test_a_run_stopped_while_decoding_keeps_its_training_figures(
     monkeypatch.setitem(bench.impl.DECODERS, "keras_gpt", stopped)
     out = tmp_path / "bench.json"
     with pytest.raises(KeyboardInterrupt):
-        bench.main(["--smoke", "--skip", "keras_hub,hf_torch",
-                    "--json", str(out)])
+        bench.main(["--smoke", "--json", str(out), "--skip",
+                    "keras_gpt_plain,keras_hub,hf_torch"])
     result = json.loads(out.read_text())
     assert result["complete"] is False and result["decode"] == []
     assert result["train"]["keras_gpt"]["tokens_per_s"] > 0
@@ -73,17 +160,23 @@ def test_bfloat16_smoke_runs_what_the_gpu_check_runs(tmp_path):
     if keras.backend.backend() == "tensorflow":
         pytest.skip("tools/gpu_check.sh benchmarks JAX and PyTorch only (the "
                     "GPU image has no TensorFlow)")
+    from keras_gpt.bench import measure
+
     out = tmp_path / "bench.json"
     assert main(["bench", "--smoke", "--dtype", "mixed_bfloat16",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["options"]["dtype"] == "mixed_bfloat16"
-    # On CPU the MFU is over the float32 peak, NumPy's among its sources.
+    # On CPU the MFU would be over the float32 peak, NumPy's among its
+    # sources (the smoke run does not time it: a small one here).
     assert result["matmul_peak_dtype"] == "float32"
-    assert result["matmul_peak_gflops"]["numpy"] > 0
-    for name in ["keras_gpt"] + [n for n in ("keras_hub", "hf_torch")
-                                 if n not in result["skipped"]]:
-        assert 0 < result["train"][name]["mfu"] < 1, name
+    peak = measure.matmul_peak(keras.backend.backend(), None, "float32",
+                               size=64, repeats=1)
+    assert peak["numpy"] > 0 and peak["best"] == max(
+        v for k, v in peak.items() if k != "best")
+    for name in _names(result):
+        assert result["train"][name]["tokens_per_s"] > 0, name
+    for name in ["keras_gpt"] + _names(result)[2:]:
         assert result["decode"][0][name]["tokens_per_s"] > 0, name
 
 

@@ -54,3 +54,53 @@ def test_verbose_and_the_users_own_log_level_show_native_lines():
         assert done.returncode == 0, done.stderr
         shown = "native line" in done.stderr
         assert shown == bool(args or env), (args, env, done.stderr)
+
+
+def _cgroup(tmp_path, files):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+def test_usable_cores_reads_the_affinity_and_a_cgroup_quota(tmp_path):
+    from keras_gpt.commands.console import usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path / "none") == affinity
+    unlimited = {"cpu.max": "max 100000\n"}
+    assert usable_cores(_cgroup(tmp_path / "v2", unlimited)) == affinity
+    half = {"cpu.max": "50000 100000\n"}
+    assert usable_cores(_cgroup(tmp_path / "half", half)) == 1
+    v1 = {"cpu/cpu.cfs_quota_us": "100000\n",
+          "cpu/cpu.cfs_period_us": "100000\n"}
+    assert usable_cores(_cgroup(tmp_path / "v1", v1)) == 1
+
+
+def test_threads_sized_and_waits_passive_unless_the_user_chose():
+    from keras_gpt.commands.console import size_threads
+
+    environ = {}
+    assert size_threads(environ, cores=1) == environ
+    assert environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    if len(os.sched_getaffinity(0)) > 1:  # a quota below the affinity mask
+        assert environ["OMP_NUM_THREADS"] == "1"
+        assert environ["TF_NUM_INTRAOP_THREADS"] == "1"
+    chosen = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "7"}
+    assert size_threads(dict(chosen), cores=1).keys() <= {
+        "TF_NUM_INTRAOP_THREADS"}
+    assert size_threads({"GOMP_SPINCOUNT": "1000"},
+                        cores=len(os.sched_getaffinity(0))) == {}
+
+
+def test_the_command_sets_the_wait_policy_before_torch_loads():
+    script = ("import sys; sys.argv = ['keras-gpt', 'params', 'tiny']; "
+              "import keras_gpt, os, torch; "
+              "print(os.environ.get('OMP_WAIT_POLICY'))")
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", script],
+                          env={**environ, "KERAS_BACKEND": "torch"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "PASSIVE"

@@ -89,10 +89,10 @@ def test_attention_matches_the_seed_formula():
 def test_attention_in_blocks_matches_the_full_score_matrix():
     """Skipping the masked blocks changes neither outputs nor gradients.
 
-    100 positions: query runs of 32, 32, 32 and 4 (an uneven last run).
+    200 positions: query runs of 64, 64, 64 and 8 (an uneven last run).
     """
     rng = np.random.default_rng(3)
-    q, k, v = (rng.normal(size=(2, 100, 3, 8)).astype("float32")
+    q, k, v = (rng.normal(size=(2, 200, 3, 8)).astype("float32")
                for _ in range(3))
     upstream = rng.normal(size=q.shape).astype("float32")
     attention = CausalSelfAttention(n_heads=3, d_head=8)
@@ -108,6 +108,21 @@ def test_attention_in_blocks_matches_the_full_score_matrix():
     for got, expected in zip(gradients(weighted(blocked), (q, k, v)),
                              gradients(weighted(full), (q, k, v))):
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("length, runs", [(64, 1), (100, 2), (128, 2),
+                                          (256, 4)])
+def test_short_sequences_attend_in_one_run(length, runs, monkeypatch):
+    """Runs of at least 64 queries: at 64 positions, two runs of 32 saved
+    no time (`tools/ab_speed.py attention --config baby`)."""
+    attention = CausalSelfAttention(n_heads=1, d_head=4)
+    calls = []
+    run = attention._attend_run
+    monkeypatch.setattr(attention, "_attend_run", lambda *a, **kw: (
+        calls.append(a[0].shape[2]) or run(*a, **kw)))
+    q = np.zeros((1, length, 1, 4), "float32")
+    attention._attend_in_blocks(q, q, q)
+    assert len(calls) == runs and sum(calls) == length, calls
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
