@@ -28,15 +28,24 @@ def run(args):
 
     from keras_gpt.convert import (ConversionError, from_huggingface,
                                    from_keras_hub, write_run)
+    from keras_gpt.convert.huggingface import missing_tokenizer_files
+    from keras_gpt.convert.keras_hub import load_keras_hub
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConversionError(f"{out} already holds files; choose another "
                               "--out.")
     if args.source_format == "hf":
-        model, tokenizer = from_huggingface(args.source, dropout=args.dropout)
+        model, tokenizer = from_huggingface(args.source, dropout=args.dropout,
+                                            warn=False)
+        if tokenizer is None:
+            raise ConversionError(
+                f"{args.source} has no tokenizer files (missing "
+                f"{', '.join(missing_tokenizer_files(args.source))}); a run "
+                "directory needs the tokenizer: copy GPT-2's vocab.json and "
+                "merges.txt into it.")
     else:
-        model, tokenizer = from_keras_hub(_load_keras_hub(args.source),
+        model, tokenizer = from_keras_hub(load_keras_hub(args.source),
                                           dropout=args.dropout)
         if tokenizer is None:
             raise ConversionError(
@@ -48,14 +57,3 @@ def run(args):
           f"{model.config.vocab_size}, {model.count_params():,} parameters.")
     return 0
 
-
-def _load_keras_hub(source):
-    import keras
-    import keras_hub
-
-    if str(source).endswith(".keras"):
-        return keras.models.load_model(source)
-    try:
-        return keras_hub.models.GPT2CausalLM.from_preset(source)
-    except Exception:  # a backbone-only preset
-        return keras_hub.models.GPT2Backbone.from_preset(source)

@@ -10,7 +10,7 @@ import sys
 from keras_gpt.commands.console import VERBOSE_FLAG
 
 COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
-            "bench", "explain")
+            "quantize", "bench", "explain")
 
 
 class CommandError(Exception):

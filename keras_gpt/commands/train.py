@@ -5,6 +5,8 @@ omitted."""
 import time
 
 from keras_gpt.config import PRESETS
+from keras_gpt.finetune import finetune
+from keras_gpt.finetune.run import FINETUNE_DEFAULTS, LORA_LEARNING_RATE
 from keras_gpt.training.run import DEFAULT_MODEL, DEFAULTS, RunOptions, train_run
 
 
@@ -59,6 +61,25 @@ def register(commands):
                         "keras.distribution.ModelParallel with "
                         "GPT.get_layout_map). M must divide --n-heads and "
                         "d_mlp. Uses N x M devices in all. Default 1.")
+    p.add_argument("--init-from", metavar="SOURCE",
+                   help="Start from a trained model: a run directory, a "
+                        "Hugging Face GPT-2 folder, a KerasHub preset folder "
+                        "or .keras file. Its shape and tokenizer are kept "
+                        "(the shape and tokenizer flags are refused); the "
+                        "optimizer and schedule are fresh. Defaults then: "
+                        f"--steps {FINETUNE_DEFAULTS['steps']}, "
+                        f"--learning-rate {FINETUNE_DEFAULTS['learning_rate']}"
+                        f" ({LORA_LEARNING_RATE} with LoRA).")
+    p.add_argument("--lora-rank", type=int, metavar="R",
+                   help="With --init-from: train LoRA factors of rank R "
+                        "only (the source's weights stay frozen); the run "
+                        "keeps them in lora.safetensors too.")
+    p.add_argument("--lora-alpha", type=float, metavar="A",
+                   help="LoRA scale numerator: delta = (A / R) x A B "
+                        "(default A = R).")
+    p.add_argument("--lora-targets", metavar="NAMES",
+                   help="Comma-separated projections to adapt: qkv (the "
+                        "default), out, up, down, unembedding (untied only).")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="Run directory (default runs/<date-time>).")
     p.add_argument("--resume", action="store_true",
@@ -74,8 +95,15 @@ def run(args):
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     fields = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__}
     try:
-        final = train_run(out, RunOptions(**fields), resume=args.resume,
-                          cache_dir=args.cache_dir)
+        if args.init_from is not None:
+            if args.resume:
+                raise ValueError("--init-from starts a new run; --resume "
+                                 "continues the one in --out.")
+            final = finetune(args.init_from, out, cache_dir=args.cache_dir,
+                             **fields)
+        else:
+            final = train_run(out, RunOptions(**fields), resume=args.resume,
+                              cache_dir=args.cache_dir)
     except KeyboardInterrupt:
         print(f"\nInterrupted. {out} holds the last checkpoint; continue with "
               f"keras-gpt train --out {out} --resume")

@@ -193,3 +193,18 @@ def to_keras_hub(model, dropout=0.0):
         check_shape("GPT2Backbone", path, values[path], variable.shape)
         variable.assign(np.ascontiguousarray(values[path]))
     return backbone
+
+
+def load_keras_hub(source):
+    """A KerasHub GPT-2 from a preset (folder or cached name) or a `.keras`
+    file: the `GPT2CausalLM` when the preset has one (it holds the
+    tokenizer), else the `GPT2Backbone`."""
+    import keras
+    import keras_hub
+
+    if str(source).endswith(".keras"):
+        return keras.models.load_model(source)
+    try:
+        return keras_hub.models.GPT2CausalLM.from_preset(source)
+    except Exception:  # a backbone-only preset
+        return keras_hub.models.GPT2Backbone.from_preset(source)

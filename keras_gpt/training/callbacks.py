@@ -11,6 +11,8 @@ import keras
 
 from keras_gpt.files import atomic_write, replace_atomically
 
+LORA_FILE = "lora.safetensors"
+
 
 def _float(value):
     return float(keras.ops.convert_to_numpy(value))
@@ -111,7 +113,7 @@ class RunLogger(keras.callbacks.Callback):
     optimizer state, whose step counter is the run's step (`--resume` loads
     it with `load_weights`; `keras.models.load_model` reads it whole). It is
     written to a temporary name and renamed, so a kill leaves the previous
-    one whole.
+    one whole. A LoRA run also writes its adapter alone, `lora.safetensors`.
 
     Args:
         run_dir: The run directory.
@@ -145,6 +147,9 @@ class RunLogger(keras.callbacks.Callback):
 
     def save_checkpoint(self):
         replace_atomically(self.run_dir / "model.keras", self.model.save)
+        if getattr(self.model, "lora_rank", None) is not None:
+            # The adapter alone, beside the checkpoint (GPT.load_lora_weights).
+            self.model.save_lora_weights(self.run_dir / LORA_FILE)
         atomic_write(self.run_dir / "state.json", json.dumps(
             {"step": int(_float(self.model.optimizer.iterations)),
              "wall_s": self.wall_s()}))

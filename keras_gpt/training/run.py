@@ -17,6 +17,7 @@ from pathlib import Path
 
 from keras_gpt.config import GPTConfig
 from keras_gpt.files import atomic_write
+from keras_gpt.training import source as source_lib
 
 # What the defaults train: a model that learns visibly on 2 CPU cores in a
 # few minutes on the embedded default corpus.
@@ -49,6 +50,9 @@ class RunOptions:
     samples: int = None
     data_parallel: int = None
     model_parallel: int = None
+    lora_rank: int = None
+    lora_alpha: float = None
+    lora_targets: str = None
 
 
 DEFAULTS = dict(tokenizer="bpe", vocab_size=1024, dropout=0.0, batch_size=16,
@@ -134,14 +138,16 @@ def check_lengths(train, val, context_length):
                 "smaller --context-length or another --val-fraction.")
 
 
-def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
+def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1,
+              source=None):
     """Train (or resume) a GPT into `run_dir`; returns the final metrics.
 
     Everything that can be wrong with the input is checked before
     `run_dir` is created; a run that fails before its first checkpoint
     leaves no directory behind. The parallel layout (backend, mesh against
     heads, d_mlp and batch, device count) is checked before the corpus is
-    even read.
+    even read. `source` (a `keras_gpt.training.source.Source`) starts the
+    run from a trained model (`keras_gpt.finetune`).
     """
     from keras_gpt.parallel.distribution import Parallelism
     from keras_gpt.tokenizers import load_tokenizer
@@ -157,6 +163,18 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
         raise ValueError(f"{run_dir} already holds files: continue that run "
                          "with --resume, or choose another --out.")
     o = resolve_options(options, stored)
+    if source is not None:
+        if resume:
+            raise ValueError("--init-from starts a new run; --resume continues "
+                             "the one in --out (its source is in run.json).")
+        o = source_lib.source_options(
+            o, {k: v for k, v in dataclasses.asdict(options).items()
+                if v is not None}, source)
+    elif o.get("lora_rank") and not (stored or {}).get("init_from"):
+        raise ValueError("--lora-rank needs --init-from SOURCE: LoRA adapts "
+                         "a trained model.")
+    if resume:
+        source_lib.check_resumable(o, run_dir)
     check_options(o)
     parallel = Parallelism(o.get("data_parallel", 1),
                            o.get("model_parallel", 1))
@@ -165,8 +183,14 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     parallel.check(model_config(o, vocab_size=2), o["batch_size"])
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer")
+    elif source is not None:
+        tokenizer = source.tokenizer
     tokenizer, train, val = prepare_data(o, tokenizer, cache_dir)
     config = model_config(o, tokenizer.vocab_size)
+    if source is not None:
+        config = source_lib.source_config(o, source)
+    elif resume and o.get("init_from"):
+        config = source_lib.stored_config(run_dir)
     if resume:
         saved = GPTConfig.from_json((run_dir / "config.json").read_text())
         if saved != config:
@@ -179,7 +203,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
         if not resume:
             _start_run_dir(run_dir, o, config, tokenizer)
         return _fit(run_dir, o, config, tokenizer, train, val, resume,
-                    verbose, parallel)
+                    verbose, parallel, source)
     except BaseException:
         if created and not (run_dir / "model.keras").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -194,26 +218,25 @@ def _start_run_dir(run_dir, o, config, tokenizer):
 
 
 def _fit(run_dir, o, config, tokenizer, train, val, resume, verbose,
-         parallel):
+         parallel, source=None):
     """Build, compile, resume and fit inside the layout's scope (variables
     are placed where they are created)."""
     with parallel.scope(config):
         return _fit_in_scope(run_dir, o, config, tokenizer, train, val,
-                             resume, verbose, parallel)
+                             resume, verbose, parallel, source)
 
 
 def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
-                  parallel):
+                  parallel, source=None):
     import keras
 
     from keras_gpt.data import windows
     from keras_gpt.training.callbacks import (EpochTensorBoard, RunLogger, Samples,
                                      Throughput)
-    from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
 
     keras.utils.set_random_seed(o["seed"])
-    model = GPT(config)
+    model = source_lib.build_model(o, config, source)
     compile_for_pretraining(model, total_steps=o["steps"],
                             learning_rate=o["learning_rate"],
                             warmup_steps=o.get("warmup_steps"))
@@ -241,6 +264,8 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
     if o["samples"]:
         callbacks.append(Samples(tokenizer, [""] * o["samples"],
                                  seed=o["seed"]))
+    if source is not None:
+        source_lib.evaluate_source(model, val_ds, run_dir, verbose)
     if verbose:
         print(f"GPT: {config.n_layers} layers, d_model {config.d_model}, "
               f"{config.n_heads} heads, context {ctx}, vocab "
@@ -249,6 +274,9 @@ def _fit_in_scope(run_dir, o, config, tokenizer, train, val, resume, verbose,
               f"and {len(val):,} validation tokens; backend "
               f"{keras.backend.backend()}{_layout_note(parallel)}; run "
               f"directory {run_dir}")
+        if o.get("init_from"):
+            print(f"From {o['init_from']['path']}: "
+                  f"{source_lib.describe(model)}")
     history = model.fit(
         train_ds, epochs=o["steps"] // o["eval_every"],
         steps_per_epoch=o["eval_every"], initial_epoch=step // o["eval_every"],
