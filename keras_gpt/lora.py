@@ -193,18 +193,20 @@ class LoRAMethods:
         tensors, meta = _read_adapter(path)
         rank, alpha = int(meta["rank"]), json.loads(meta["alpha"])
         targets = tuple(meta["targets"].split(","))
-        if self.lora_rank is None:
-            self.enable_lora(rank, alpha, targets)
-        elif (self.lora_rank, self.lora_alpha, self.lora_targets) != (
+        if self.lora_rank is not None and (
+                self.lora_rank, self.lora_alpha, self.lora_targets) != (
                 rank, alpha, targets):
             raise ValueError(
                 f"{path} holds rank {rank}, alpha {alpha}, targets "
                 f"{','.join(targets)}; this model's LoRA has rank "
                 f"{self.lora_rank}, alpha {self.lora_alpha}, targets "
                 f"{','.join(self.lora_targets)}.")
-        layers = self._lora_layers(self.lora_targets)
-        expected = {f"{n}/{f}": getattr(layer, f) for n, layer in
-                    layers.items() for f in ("lora_kernel_a", "lora_kernel_b")}
+        check_targets(targets, self.config)
+        expected = {}
+        for name, layer in self._lora_layers(targets).items():
+            d_in, d_out = _base_shape(layer)
+            expected[f"{name}/lora_kernel_a"] = (d_in, rank)
+            expected[f"{name}/lora_kernel_b"] = (rank, d_out)
         saved = GPTConfig.from_json(meta["config"])
         shape = (f"(it was saved from a model with {saved.n_layers} layers, "
                  f"d_model {saved.d_model}, d_mlp {saved.d_mlp}, vocab "
@@ -216,13 +218,16 @@ class LoRAMethods:
         if missing or extra:
             raise ValueError(f"{path} does not fit this model: missing "
                              f"{missing[:3]}, unexpected {extra[:3]} {shape}.")
-        for key, variable in expected.items():
-            if tuple(tensors[key].shape) != tuple(variable.shape):
+        for key, wanted in expected.items():
+            if tuple(tensors[key].shape) != wanted:
                 raise ValueError(
                     f"{path}: {key} has shape {tuple(tensors[key].shape)}, "
-                    f"this model's {tuple(variable.shape)} {shape}.")
-        for key, variable in expected.items():
-            variable.assign(tensors[key])
+                    f"this model's {wanted} {shape}.")
+        if self.lora_rank is None:
+            self.enable_lora(rank, alpha, targets)
+        for name, layer in self._lora_layers(targets).items():
+            for factor in ("lora_kernel_a", "lora_kernel_b"):
+                getattr(layer, factor).assign(tensors[f"{name}/{factor}"])
 
     def _lora_layers(self, targets):
         """{path in the model: layer} of the target projections."""
@@ -236,6 +241,12 @@ class LoRAMethods:
                 found[f"block_{i}/{part}/{name}"] = getattr(
                     getattr(block, part), name)
         return found
+
+
+def _base_shape(layer):
+    """(in, out) of a target's base kernel (float or int8)."""
+    kernel = getattr(layer, "_kernel", None)
+    return tuple((kernel if kernel is not None else layer.kernel).shape)
 
 
 def _read_adapter(path):

@@ -36,7 +36,7 @@ import json
 import numpy as np
 
 from keras_gpt.bench import implementations as impl
-from keras_gpt.bench import measure
+from keras_gpt.bench import measure, quantized
 
 NAMES = ("keras_gpt", "keras_hub", "hf_torch")
 ISSUE_MODEL = dict(n_layers=6, n_heads=6, d_model=384, vocab_size=8192,
@@ -75,6 +75,7 @@ def add_arguments(p):
     p.add_argument("--json", metavar="OUT", help="Write the results here.")
     p.add_argument("--smoke", action="store_true",
                    help="Tiny model, 2 steps, 1 round, 4 new tokens.")
+    quantized.add_arguments(p)
 
 
 def options_from_args(args):
@@ -97,7 +98,8 @@ def options_from_args(args):
              prompt_length=args.prompt_length, new_tokens=args.new_tokens,
              samplers=_names(args.samplers, ("greedy", "top_k"), "--samplers"),
              only=_names(args.only, ("train", "decode"), "--only"),
-             skip=_names(args.skip, NAMES[1:], "--skip"), json=args.json)
+             skip=_names(args.skip, NAMES[1:], "--skip"), json=args.json,
+             **quantized.options(args))
     if args.smoke:
         o.update(batch_size=2, steps=2, rounds=1, decode_batch_sizes=[1],
                  prompt_length=4, new_tokens=4)
@@ -314,6 +316,12 @@ def run_and_report(o):
     def save(results):
         atomic_write(o["json"], json.dumps(results, indent=2))
 
+    if o.get("quantize"):
+        results = quantized.run(o)
+        if o["json"]:
+            save(results)
+        print(quantized.format_table(results, o["quantize"]), flush=True)
+        return results
     results = run_benchmark(o, save=save if o["json"] else None)
     print(format_table(results), flush=True)
     return results

@@ -114,6 +114,8 @@ def copy_weights(source, target):
     (paths without the models' names; the order may differ: a quantized
     layer built int8 lists its variables differently from one quantized
     after it was built)."""
+    import keras
+
     def by_path(model):
         return {v.path.split("/", 1)[1]: v for v in model.weights}
 
@@ -124,7 +126,9 @@ def copy_weights(source, target):
             f"{sorted(set(variables) - set(values))[:3]}, unexpected "
             f"{sorted(set(values) - set(variables))[:3]}.")
     for path, variable in variables.items():
-        variable.assign(values[path])
+        # A host copy: on JAX, training donates (deletes) the buffers of
+        # the variables it updates, and the source may be used again.
+        variable.assign(keras.ops.convert_to_numpy(values[path]))
 
 
 def evaluate_source(model, val_ds, run_dir, verbose=1):
