@@ -70,6 +70,9 @@ class Unembedding(keras.layers.Layer):
                                         kernel=self.kernel)
         elif embeddings is None:
             raise ValueError("A tied Unembedding needs `embeddings` (W_E).")
+        elif embeddings_scale is None and keras.backend.standardize_dtype(
+                embeddings.dtype) == "int8":
+            raise ValueError("An int8 W_E needs its `embeddings_scale`.")
         elif embeddings_scale is not None:  # an int8 W_E
             product = functools.partial(
                 int8.linear, q_kernel=ops.transpose(embeddings),
