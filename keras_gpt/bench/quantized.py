@@ -37,7 +37,7 @@ def options(args):
 
 
 def _models(o):
-    """(float model, int8 copy, tokenizer or None, validation ids)."""
+    """(float model, its int8 copy, validation ids)."""
     import keras
 
     from keras_gpt.config import GPTConfig
@@ -52,9 +52,10 @@ def _models(o):
                                         compile=False)
         if model.lora_rank is not None:
             model.merge_lora()
-        run_options = json.loads((Path(o["run_dir"]) / "run.json").read_text())
+        run_dir = Path(o["run_dir"])
+        run_options = json.loads((run_dir / "run.json").read_text())
         _, _, val = prepare_data(run_options,
-                                 load_tokenizer(run_tokenizer_dir(o["run_dir"])))
+                                 load_tokenizer(run_tokenizer_dir(run_dir)))
         val = np.asarray(val, np.int64)
     else:
         model = GPT(GPTConfig(**o["model"], dropout=0.0))
@@ -121,7 +122,8 @@ def run(o, log=print):
             log(format_row(row, o["quantize"]))
     x, y = _windows(val, c.context_length)
     losses = {name: _loss(m, x, y) for name, m in variants.items()}
-    return {"model": c.to_dict(), "source": o["run_dir"] or "random bench model",
+    source = o["run_dir"] or "random bench model"
+    return {"model": c.to_dict(), "source": source,
             "decode": rows, "val_loss": losses,
             "val_windows": int(len(x))}
 

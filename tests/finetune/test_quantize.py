@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 
 import keras_gpt
@@ -17,11 +16,6 @@ from keras_gpt.commands.main import main
 
 TEXT = ("The quick brown fox jumps over the lazy dog.\n"
         "def add(a, b):\n    return a + b\n") * 40
-# d_model 96: the projections hold most bytes, as in real models.
-BASE = ["--tokenizer", "char", "--n-layers", "2", "--n-heads", "2",
-        "--d-model", "96", "--context-length", "16", "--batch-size", "4",
-        "--eval-steps", "1", "--samples", "0", "--steps", "2",
-        "--eval-every", "2"]
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["The quick", "def"]
 
@@ -78,15 +72,21 @@ def _greedy(run_dir):
     reason="runs once, in the tensorflow pass, where the export runs in "
            "this process (every backend exports under TensorFlow)")
 def test_lora_and_int8_runs_export_and_serve_without_keras(tmp_path, capsys):
+    from keras_gpt import GPT, GPTConfig
+    from keras_gpt.convert import write_run
+    from keras_gpt.finetune import finetune
+    from keras_gpt.tokenizers import CharTokenizer
+
     (tmp_path / "text.txt").write_text(TEXT)
-    cache = ["--cache-dir", str(tmp_path / "cache")]
-    assert main(["train", *cache, "--data", str(tmp_path / "text.txt"),
-                 *BASE, "--learning-rate", "1e-2",
-                 "--out", str(tmp_path / "base")]) == 0
-    assert main(["train", *cache, "--init-from", str(tmp_path / "base"),
-                 "--data", str(tmp_path / "text.txt"), "--lora-rank", "4",
-                 "--lora-alpha", "64", *BASE[10:],
-                 "--out", str(tmp_path / "lora")]) == 0
+    tokenizer = CharTokenizer.train([TEXT])
+    # d_model 96: the projections hold most bytes, as in real models.
+    write_run(GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layers=2,
+                            n_heads=2, d_model=96, context_length=16)),
+              tokenizer, tmp_path / "base")
+    finetune(tmp_path / "base", tmp_path / "lora",
+             data=[str(tmp_path / "text.txt")], lora_rank=4, lora_alpha=64,
+             steps=2, eval_every=2, batch_size=4, eval_steps=1, samples=0,
+             cache_dir=tmp_path / "cache", verbose=0)
     assert main(["quantize", str(tmp_path / "lora"), "--out",
                  str(tmp_path / "int8")]) == 0
     assert "Quantized" in capsys.readouterr().out
