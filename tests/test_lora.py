@@ -64,7 +64,7 @@ def test_training_moves_only_the_factors_and_merging_keeps_the_logits():
     compile_for_pretraining(model, total_steps=20, learning_rate=1e-2,
                             jit_compile=False)
     x, y = _data()
-    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     for v in model.weights:
         if "lora" not in v.path:  # base kernels bit-identical
@@ -111,9 +111,10 @@ def test_load_model_and_adapter_file_give_the_adapted_logits(adapted):
     assert (meta["rank"], meta["targets"]) == ("4", "qkv,out,up")
 
 
-_OTHER = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
-
-
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="runs once, in the jax pass: saves under jax, loads under torch "
+           "in a subprocess (a process per backend is costly)")
 def test_adapter_saved_here_loads_under_another_backend(adapted):
     model, folder = adapted
     np.save(folder / "ids.npy", IDS)
@@ -127,7 +128,7 @@ def test_adapter_saved_here_loads_under_another_backend(adapted):
         "np.testing.assert_allclose(out, np.load(d + '/expected.npy'),"
         " atol=1e-5)\n"
         "print('same logits under', keras.backend.backend())\n")
-    other = _OTHER[keras.backend.backend()]
+    other = "torch"
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], env=env,
                           capture_output=True, text=True, timeout=300)

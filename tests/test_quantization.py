@@ -32,17 +32,15 @@ def _greedy_reference(model, prompt, steps):
     return row[len(prompt):]
 
 
-@pytest.mark.parametrize("config", [CONFIG, UNTIED], ids=["tied", "untied"])
-def test_int8_weights_scales_and_logits(config):
+def test_int8_weights_scales_and_logits():
+    config = UNTIED  # W_E and W_U both quantized; tied W_U: the tests below
     model = GPT(config)
     floats = {v.path.split("/", 1)[1]: to_numpy(v) for v in model.weights}
     quantized = _quantized_copy(model)
     by_path = {v.path.split("/", 1)[1]: v for v in quantized.weights}
     names = ["token_embedding/embeddings", "block_0/attention/qkv/kernel",
              "block_1/attention/out/kernel", "block_0/mlp/up/kernel",
-             "block_1/mlp/down/kernel"]
-    if not config.tie_embeddings:
-        names.append("unembedding/kernel")
+             "block_1/mlp/down/kernel", "unembedding/kernel"]
     for name in names:
         q = by_path[name]
         assert keras.backend.standardize_dtype(q.dtype) == "int8", name
@@ -85,7 +83,7 @@ def test_lora_on_an_int8_base_saves_reloads_resumes_and_merges(tmp_path):
                             jit_compile=False)  # cheaper than compiling
     ids = np.random.default_rng(1).integers(0, 97, (16, 17)).astype("int32")
     x, y = ids[:, :-1], ids[:, 1:]
-    first = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    first = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     kernels = {v.path: to_numpy(v) for v in model.weights
                if "lora" not in v.path}
     model.save(tmp_path / "qlora.keras")
@@ -93,8 +91,8 @@ def test_lora_on_an_int8_base_saves_reloads_resumes_and_merges(tmp_path):
     np.testing.assert_array_equal(to_numpy(reloaded(IDS)),
                                   to_numpy(model(IDS)))
     np.testing.assert_array_equal(
-        to_numpy(reloaded.optimizer.iterations), 6)
-    second = reloaded.fit(x, y, batch_size=8, epochs=3, verbose=0)
+        to_numpy(reloaded.optimizer.iterations), 4)
+    second = reloaded.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert second.history["loss"][-1] < first.history["loss"][0]
     for v in reloaded.weights:  # the int8 base never moved
         if "lora" not in v.path:
