@@ -220,8 +220,12 @@ def forward(model, token_ids, points):
     for i, block in enumerate(model.blocks):
         x = _block(block, f"blocks.{i}.", x, points, c)
     final = points("ln_final", model.final_norm(x))
-    tied = model.token_embedding.embeddings if c.tie_embeddings else None
-    return model.unembedding(final, embeddings=tied)
+    if not c.tie_embeddings:
+        return model.unembedding(final)
+    return model.unembedding(  # an int8 W_E comes with its scales
+        final, embeddings=model.token_embedding.embeddings,
+        embeddings_scale=getattr(model.token_embedding, "embeddings_scale",
+                                 None))
 
 
 def _block(block, prefix, x, points, c):

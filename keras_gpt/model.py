@@ -18,6 +18,8 @@ from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
 # Also registers NextTokenLoss, which a saved GPT's compile config may name.
 from keras_gpt.losses import same_computation
+from keras_gpt.lora import LoRAMethods
+from keras_gpt.quantization import QuantizationMethods
 from keras_gpt.sharding import fit_layout_to_model, layout_map
 
 
@@ -29,15 +31,22 @@ def _normal(stddev):
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class GPT(keras.Model):
+class GPT(LoRAMethods, QuantizationMethods, keras.Model):
     """A decoder-only transformer that maps token ids to next-token logits.
 
     Weights are created at construction, initialised as GPT-2: N(0, 0.02),
     with the residual output projections (W_O and the MLP down-projection)
     at N(0, 0.02 / sqrt(2 * n_layers)).
 
+    Fine-tuning and compression follow Keras' APIs: `enable_lora(rank)`,
+    `save_lora_weights` / `load_lora_weights`, `merge_lora()` (see
+    `keras_gpt.lora`) and `quantize("int8")` (see `keras_gpt.quantization`).
+
     Args:
         config: A `GPTConfig` (or its dict, or a preset name).
+        lora_rank, lora_alpha, lora_targets: If `lora_rank` is set, LoRA
+            is enabled at construction (`enable_lora`), as Keras' `Dense`
+            takes `lora_rank`: what a saved LoRA model's config records.
         **kwargs: `keras.Model` arguments such as `name` or `dtype`
             (e.g. `dtype="mixed_bfloat16"`).
 
@@ -64,7 +73,8 @@ class GPT(keras.Model):
     ```
     """
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, lora_rank=None, lora_alpha=None,
+                 lora_targets=None, **kwargs):
         if isinstance(config, str):
             config = GPTConfig.from_preset(config)
         elif isinstance(config, dict):
@@ -106,6 +116,9 @@ class GPT(keras.Model):
             c.vocab_size, tied=c.tie_embeddings,
             kernel_initializer=_normal(0.02), name="unembedding", dtype=policy)
         self.build((None, None))
+        self.lora_rank = self.lora_alpha = self.lora_targets = None
+        if lora_rank is not None:
+            self.enable_lora(lora_rank, lora_alpha, lora_targets)
 
     def build(self, input_shape=None):
         if self.built:
@@ -130,9 +143,12 @@ class GPT(keras.Model):
 
     def unembed(self, x):
         """Final LayerNorm then W_U: residual stream -> float32 logits."""
-        tied = self.token_embedding.embeddings if self.config.tie_embeddings \
-            else None
-        return self.unembedding(self.final_norm(x), embeddings=tied)
+        if not self.config.tie_embeddings:
+            return self.unembedding(self.final_norm(x))
+        return self.unembedding(
+            self.final_norm(x), embeddings=self.token_embedding.embeddings,
+            embeddings_scale=getattr(self.token_embedding, "embeddings_scale",
+                                     None))
 
     def call(self, token_ids, training=None):
         x = self.embed(token_ids, training=training)
@@ -359,12 +375,27 @@ class GPT(keras.Model):
 
     def get_config(self):
         base = keras.layers.Layer.get_config(self)
-        return {**base, "config": self.config.to_dict()}
+        base["dtype"] = keras.dtype_policies.serialize(self._quantized_dtype())
+        lora = {} if self.lora_rank is None else {
+            "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
+            "lora_targets": list(self.lora_targets)}
+        return {**base, "config": self.config.to_dict(), **lora}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.get(config["dtype"])
         return cls(GPTConfig.from_dict(config.pop("config")), **config)
+
+    def _structure_changed(self):
+        """Variables were added or removed (LoRA, quantization): compiled
+        functions are stale; torch's module tracks its parameters anew."""
+        self.train_function = self.test_function = None
+        self.predict_function = None
+        if keras.backend.backend() == "torch":
+            for layer in self._flatten_layers():
+                layer._track_variables()
 
     # Distribution -------------------------------------------------------------
 

@@ -22,12 +22,13 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_gpt"
 RANKS = {
     "version": 0, "files": 0, "config": 0, "backend": 0, "checkpoints": 0,
     "layers": 1, "losses": 1, "params": 1, "sharding": 1, "tokenizers": 1,
+    "lora": 1, "quantization": 1,
     "activations": 2,
     "model": 3, "data": 3,
     "generation": 4, "parallel": 4,
     "training": 5,
     "serving": 6, "convert": 6, "interpret": 6,
-    "bench": 7,
+    "bench": 7, "finetune": 7,
     "commands": 8,
     "": 9,
 }

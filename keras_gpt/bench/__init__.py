@@ -47,7 +47,7 @@ import json
 import numpy as np
 
 from keras_gpt.bench import implementations as impl
-from keras_gpt.bench import measure
+from keras_gpt.bench import measure, quantized
 from keras_gpt.bench.options import (BABY_MODEL, CONFIGS,  # noqa: F401
                                      ISSUE_MODEL, NAMES, SMOKE_MODEL,
                                      add_arguments, options_from_args)
@@ -193,6 +193,12 @@ def run_and_report(o):
     def save(results):
         atomic_write(o["json"], json.dumps(results, indent=2))
 
+    if o.get("quantize"):
+        results = quantized.run(o)
+        if o["json"]:
+            save(results)
+        print(quantized.format_table(results, o["quantize"]), flush=True)
+        return results
     results = run_benchmark(o, save=save if o["json"] else None)
     print(format_table(results), flush=True)
     return results

@@ -3,6 +3,8 @@
 Shared by `keras-gpt bench` and `tools/benchmark.py`.
 """
 
+from keras_gpt.bench import quantized
+
 # The issue-4 benchmark model (the default) and nanoGPT's CPU "baby" config
 # (train_shakespeare_char on a laptop: 4 layers, 4 heads, d_model 128,
 # context 64, batch 12, a character vocabulary of 65).
@@ -66,6 +68,7 @@ def add_arguments(p):
                    help="Smallest shapes (1 layer, d_model 16, vocab 32, "
                         "context 16), 1 step, 1 round, 4 new tokens, no "
                         "matmul peak: checks that every row runs.")
+    quantized.add_arguments(p)
 
 
 def options_from_args(args):
@@ -95,7 +98,8 @@ def options_from_args(args):
              samplers=_names(args.samplers, ("greedy", "top_k"), "--samplers"),
              only=_names(args.only, PARTS, "--only"),
              skip=_names(args.skip, NAMES[1:], "--skip"),
-             peak=not args.no_peak, json=args.json)
+             peak=not args.no_peak, json=args.json,
+             **quantized.options(args))
     if args.smoke:
         o.update(SMOKE)
     GPTConfig(**model)  # validates the shape (heads divide d_model, ...)

@@ -8,7 +8,6 @@ pytorch_model.bin, vocab.json, merges.txt) for `--from hf`, or for
 GPT2CausalLM or GPT2Backbone, or a `.keras` file of one.
 """
 
-from keras_gpt.checkpoints import load_model
 from keras_gpt.commands.flags import real
 
 
@@ -33,15 +32,24 @@ def run(args):
 
     from keras_gpt.convert import (ConversionError, from_huggingface,
                                    from_keras_hub, write_run)
+    from keras_gpt.convert.huggingface import missing_tokenizer_files
+    from keras_gpt.convert.keras_hub import load_keras_hub
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConversionError(f"{out} already holds files; choose another "
                               "--out.")
     if args.source_format == "hf":
-        model, tokenizer = from_huggingface(args.source, dropout=args.dropout)
+        model, tokenizer = from_huggingface(args.source, dropout=args.dropout,
+                                            warn=False)
+        if tokenizer is None:
+            raise ConversionError(
+                f"{args.source} has no tokenizer files (missing "
+                f"{', '.join(missing_tokenizer_files(args.source))}); a run "
+                "directory needs the tokenizer: copy GPT-2's vocab.json and "
+                "merges.txt into it.")
     else:
-        model, tokenizer = from_keras_hub(_load_keras_hub(args.source),
+        model, tokenizer = from_keras_hub(load_keras_hub(args.source),
                                           dropout=args.dropout)
         if tokenizer is None:
             raise ConversionError(
@@ -53,23 +61,3 @@ def run(args):
           f"{model.config.vocab_size}, {model.count_params():,} parameters.")
     return 0
 
-
-def _load_keras_hub(source):
-    """A KerasHub GPT-2 from a `.keras` file or a preset, with one clear
-    error for a damaged or foreign one."""
-    import keras_hub
-
-    from keras_gpt.convert import ConversionError
-
-    if str(source).endswith(".keras"):
-        return load_model(source)
-    try:
-        return keras_hub.models.GPT2CausalLM.from_preset(source)
-    except Exception:  # a backbone-only preset
-        pass
-    try:
-        return keras_hub.models.GPT2Backbone.from_preset(source)
-    except Exception as error:
-        first = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise ConversionError(f"{source} cannot be loaded as a KerasHub GPT-2 "
-                              f"preset: {first}") from None

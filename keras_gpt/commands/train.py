@@ -6,6 +6,8 @@ import time
 
 from keras_gpt.commands.flags import integer, real
 from keras_gpt.config import PRESETS
+from keras_gpt.finetune import finetune, load_source
+from keras_gpt.finetune.run import FINETUNE_DEFAULTS, LORA_LEARNING_RATE
 from keras_gpt.training.callbacks import NonFiniteLossError
 from keras_gpt.training.options import DEFAULT_MODEL, DEFAULTS, RunOptions
 from keras_gpt.training.run import train_run
@@ -83,6 +85,25 @@ def register(commands):
                         "keras.distribution.ModelParallel with "
                         "GPT.get_layout_map). M must divide --n-heads and "
                         "d_mlp. Uses N x M devices in all. Default 1.")
+    p.add_argument("--init-from", metavar="SOURCE",
+                   help="Start from a trained model: a run directory, a "
+                        "Hugging Face GPT-2 folder, a KerasHub preset folder "
+                        "or .keras file. Its shape and tokenizer are kept "
+                        "(the shape and tokenizer flags are refused); the "
+                        "optimizer and schedule are fresh. Defaults then: "
+                        f"--steps {FINETUNE_DEFAULTS['steps']}, "
+                        f"--learning-rate {FINETUNE_DEFAULTS['learning_rate']}"
+                        f" ({LORA_LEARNING_RATE} with LoRA).")
+    p.add_argument("--lora-rank", type=positive, metavar="R",
+                   help="With --init-from: train LoRA factors of rank R "
+                        "only (the source's weights stay frozen); the run "
+                        "keeps them in lora.safetensors too.")
+    p.add_argument("--lora-alpha", type=real(0, low_open=True), metavar="A",
+                   help="LoRA scale numerator: delta = (A / R) x A B "
+                        "(default A = R).")
+    p.add_argument("--lora-targets", metavar="NAMES",
+                   help="Comma-separated projections to adapt: qkv (the "
+                        "default), out, up, down, unembedding (untied only).")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="Run directory (default runs/<date-time>).")
     p.add_argument("--resume", action="store_true",
@@ -99,8 +120,16 @@ def run(args):
     out = args.out or time.strftime("runs/%Y%m%d-%H%M%S")
     fields = {f: getattr(args, f) for f in RunOptions.__dataclass_fields__}
     try:
-        final = train_run(out, RunOptions(**fields), resume=args.resume,
-                          cache_dir=args.cache_dir)
+        if args.init_from is not None:
+            if args.resume:
+                raise ValueError("--init-from starts a new run; --resume "
+                                 "continues the one in --out.")
+            final = finetune(args.init_from, out, cache_dir=args.cache_dir,
+                             **fields)
+        else:
+            final = train_run(out, RunOptions(**fields), resume=args.resume,
+                              cache_dir=args.cache_dir,
+                              source=_source_to_restart(out, args.resume))
     except KeyboardInterrupt:
         print(f"\n{RunDir(out).after_interrupt()}", flush=True)
         return 130
@@ -111,3 +140,13 @@ def run(args):
                         if isinstance(v, float))
     print(f"Done: {out} (step {final['step']}{', ' + summary if summary else ''})")
     return 0
+
+
+def _source_to_restart(out, resume):
+    """The source of a `--init-from` run stopped before its first
+    checkpoint: `--resume` starts it again from the source's weights."""
+    run = RunDir(out)
+    if not resume or run.kind != "no_checkpoint":
+        return None
+    init_from = run.stored_options().get("init_from")
+    return load_source(init_from["path"]) if init_from else None

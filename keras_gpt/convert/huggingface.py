@@ -11,6 +11,7 @@ transposed into our `unembedding/kernel`.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,22 +169,33 @@ def weight_table(config):
     return table
 
 
-def from_huggingface(path, dropout=0.0):
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def missing_tokenizer_files(path):
+    """The GPT-2 tokenizer files absent from a folder (a list of names)."""
+    return [n for n in TOKENIZER_FILES if not (Path(path) / n).is_file()]
+
+
+def from_huggingface(path, dropout=0.0, warn=True):
     """Loads a local Hugging Face GPT-2 folder as `(GPT, GPT2Tokenizer)`.
 
     Safetensors are read with NumPy (no torch); `pytorch_model.bin` needs
     torch. Everything is checked before any weight is created: the
     architecture and options in `config.json`, every tensor's presence and
-    shape.
+    shape. A folder without the tokenizer's files (what `save_pretrained`
+    on the model alone writes) still gives the model, with tokenizer None
+    and a warning naming the missing files.
 
     Args:
-        path: Folder with `config.json`, the weights, `vocab.json` and
-            `merges.txt`.
+        path: Folder with `config.json`, the weights, and (for the
+            tokenizer) `vocab.json` and `merges.txt`.
         dropout: Dropout rate of the returned model (for fine-tuning).
+        warn: Warn when the tokenizer files are missing.
 
     Returns:
         `(model, tokenizer)`: a float32 `keras_gpt.GPT` whose logits equal
-        `GPT2LMHeadModel`'s, and a `GPT2Tokenizer`.
+        `GPT2LMHeadModel`'s, and a `GPT2Tokenizer` (or None).
 
     Raises:
         FileNotFoundError: a missing file.
@@ -214,17 +226,20 @@ def from_huggingface(path, dropout=0.0):
         raise ConversionError(f"{config_path}: not valid JSON ({error}).") \
             from error
     config = config_from_huggingface(hf, str(config_path), dropout=dropout)
-    for name in ("vocab.json", "merges.txt"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"No {name} in {folder}: GPT-2's "
-                                    "tokenizer needs vocab.json and "
-                                    "merges.txt.")
-    try:
-        tokenizer = GPT2Tokenizer.from_files(folder / "vocab.json",
-                                             folder / "merges.txt")
-    except (ValueError, KeyError) as error:
-        raise ConversionError(f"{folder / 'vocab.json'}: {error}") from error
-    if tokenizer.vocab_size > config.vocab_size:
+    missing = missing_tokenizer_files(folder)
+    tokenizer = None
+    if missing and warn:
+        warnings.warn(f"{folder} has no tokenizer files (missing "
+                      f"{', '.join(missing)}): the model is converted "
+                      "without its tokenizer.", stacklevel=2)
+    if not missing:
+        try:
+            tokenizer = GPT2Tokenizer.from_files(folder / "vocab.json",
+                                                 folder / "merges.txt")
+        except (ValueError, KeyError) as error:
+            raise ConversionError(f"{folder / 'vocab.json'}: {error}") \
+                from error
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise ConversionError(
             f"{folder / 'vocab.json'}: {tokenizer.vocab_size} tokens, more "
             f"than vocab_size={config.vocab_size} in {config_path}.")

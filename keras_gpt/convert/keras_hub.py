@@ -193,3 +193,30 @@ def to_keras_hub(model, dropout=0.0):
         check_shape("GPT2Backbone", path, values[path], variable.shape)
         variable.assign(np.ascontiguousarray(values[path]))
     return backbone
+
+
+def load_keras_hub(source):
+    """A KerasHub GPT-2 from a preset (folder or cached name) or a `.keras`
+    file: the `GPT2CausalLM` when the preset has one (it holds the
+    tokenizer), else the `GPT2Backbone`.
+
+    Raises:
+        CheckpointError: a damaged `.keras` file (one line naming it).
+        ConversionError: a preset that is not a KerasHub GPT-2.
+    """
+    import keras_hub
+
+    from keras_gpt.checkpoints import load_model
+
+    if str(source).endswith(".keras"):
+        return load_model(source)
+    try:
+        return keras_hub.models.GPT2CausalLM.from_preset(source)
+    except Exception:  # a backbone-only preset
+        pass
+    try:
+        return keras_hub.models.GPT2Backbone.from_preset(source)
+    except Exception as error:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ConversionError(f"{source} cannot be loaded as a KerasHub GPT-2 "
+                              f"preset: {first}") from None

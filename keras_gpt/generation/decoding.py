@@ -53,9 +53,10 @@ def attention_bounds(total):
 
 
 def decoder_for(model):
-    """The `_Decoder` of `model`, made on first use and kept on the model."""
+    """The `_Decoder` of `model`, made on first use and kept on the model
+    (made anew when its variables changed: LoRA, quantization)."""
     decoder = getattr(model, "_keras_gpt_decoder", None)
-    if decoder is None:
+    if decoder is None or decoder.variables != _variable_ids(model):
         decoder = _Decoder(model)
         # Plain attribute: not tracked by Keras, not saved.
         object.__setattr__(model, "_keras_gpt_decoder", decoder)
@@ -73,11 +74,16 @@ def _lean_decoder(model):
     return TorchDecoder.for_model(model)
 
 
+def _variable_ids(model):
+    return [id(v) for v in model.variables]
+
+
 class _Decoder:
     """Compiled prefill and decode functions of one model, reused."""
 
     def __init__(self, model):
         self.model = model
+        self.variables = _variable_ids(model)
         self.lean = _lean_decoder(model)
         self.functions = {}
         self.traces = 0  # times a function was traced (jax, tensorflow)

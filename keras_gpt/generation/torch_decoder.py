@@ -10,6 +10,21 @@ from keras_gpt.backend import pytorch
 from keras_gpt.model import GPT
 
 
+def _delta(layer):
+    """A float layer's LoRA delta, (alpha / rank) A @ B."""
+    return keras.ops.matmul(layer.lora_kernel_a, layer.lora_kernel_b) * (
+        layer.lora_alpha / layer.lora_rank)
+
+
+def _low_rank(layer):
+    """(A, B, alpha / rank) of an int8 layer's LoRA, or None."""
+    if not getattr(layer, "lora_enabled", False):
+        return None
+    return (layer.lora_kernel_a.value.detach(),
+            layer.lora_kernel_b.value.detach(),
+            layer.lora_alpha / layer.lora_rank)
+
+
 class TorchDecoder:
     """The GPT's cached forward pass in plain PyTorch, for decoding.
 
@@ -42,13 +57,12 @@ class TorchDecoder:
 
     @classmethod
     def for_model(cls, model):
-        """A decoder, or None when `model` is not a plain `keras_gpt.GPT`."""
+        """A decoder, or None when `model` is not a `keras_gpt.GPT` (float,
+        int8, with or without LoRA)."""
         if type(model) is not GPT:
             return None
-        for layer in model._flatten_layers(include_self=False):
-            mode = getattr(layer.dtype_policy, "quantization_mode", None)
-            if mode:
-                return None
+        if model.quantization_modes() - {"int8"}:
+            return None
         return cls(model)
 
     def refresh(self):
@@ -60,13 +74,16 @@ class TorchDecoder:
             model.compute_dtype))
         self.dtype = dtype
 
-        def w(variable):
-            value = variable.value.detach()
+        def w(variable):  # a variable, or a tensor computed from some
+            value = getattr(variable, "value", variable).detach()
             return value if value.dtype == dtype else value.to(dtype)
 
         def dense(layer):
-            return self._linear(w(layer.kernel), w(layer.bias)
-                                if c.use_bias else None)
+            bias = w(layer.bias) if c.use_bias else None
+            if layer.quantization_mode == "int8":
+                return self._int8_linear(layer._kernel, layer.kernel_scale,
+                                         bias, _low_rank(layer))
+            return self._linear(w(layer.kernel), bias)  # LoRA merged in
 
         def norm(layer):
             return (layer.gamma.value.detach(), layer.beta.value.detach(),
@@ -80,11 +97,29 @@ class TorchDecoder:
                 out=dense(block.attention.out), ln2=norm(block.ln2),
                 up=dense(block.mlp.up), down=dense(block.mlp.down)))
         self.final_norm = norm(model.final_norm)
-        self.token_embeddings = w(model.token_embedding.embeddings)
+        embedding, unembedding = model.token_embedding, model.unembedding
+        self.token_embeddings = embedding.embeddings.value.detach()
+        self.token_scales = None
+        if embedding.quantization_mode == "int8":
+            self.token_scales = embedding.embeddings_scale.value.detach()
+        else:
+            self.token_embeddings = w(embedding.embeddings)
         self.device = self.token_embeddings.device
-        self.unembedding = self._linear(
-            self.token_embeddings.T if c.tie_embeddings
-            else w(model.unembedding.kernel), None)
+        if c.tie_embeddings and self.token_scales is not None:
+            self.unembedding = self._int8_linear(
+                embedding.embeddings, embedding.embeddings_scale, None, None,
+                transposed=True)
+        elif c.tie_embeddings:
+            self.unembedding = self._linear(self.token_embeddings.T, None)
+        elif unembedding.quantization_mode == "int8":
+            self.unembedding = self._int8_linear(
+                unembedding.kernel, unembedding.kernel_scale, None,
+                _low_rank(unembedding))
+        else:
+            kernel = w(unembedding.kernel)
+            if getattr(unembedding, "lora_enabled", False):
+                kernel = kernel + w(_delta(unembedding))  # merged
+            self.unembedding = self._linear(kernel, None)
         self.position_table = self.rotary_table = None
         positions = torch.arange(c.context_length, dtype=torch.float32,
                                  device=self.device)
@@ -133,6 +168,9 @@ class TorchDecoder:
         batch, length = token_ids.shape
         end = start + length
         x = F.embedding(token_ids.long(), self.token_embeddings)
+        if self.token_scales is not None:
+            x = (x.float() / self.token_scales[token_ids.long()][..., None]
+                 ).to(self.dtype)
         if self.position_table is not None:
             x = x + self.position_table[start:end]
         rotary = None
@@ -204,11 +242,36 @@ class TorchDecoder:
             return ("onednn", cached[1], bias)
         return ("addmm", kernel, bias)
 
+    def _int8_linear(self, q_kernel, scale, bias, low_rank, transposed=False):
+        """What `_dense` needs for an int8 kernel: the kernel column-major
+        (`pytorch.int8_matmul`'s fast layout; a transposed W_E already is),
+        copied once until the weight changes, the bias, its scales, and the
+        LoRA factors (A, B, alpha / rank) or None."""
+        q = q_kernel.value.detach()
+        if transposed:
+            return ("int8", q.T, bias, scale.value.detach(), low_rank)
+        key = (q.data_ptr(), tuple(q.shape), "int8")
+        cached = self._packed.get(key)
+        if cached is None or cached[0] != q._version:
+            cached = (q._version, q.T.contiguous().T)
+        self._fresh_packs[key] = cached
+        return ("int8", cached[1], bias, scale.value.detach(), low_rank)
+
     @staticmethod
     def _dense(x, params):
         import torch
 
-        kind, kernel, bias = params
+        kind, kernel, bias = params[:3]
+        if kind == "int8":
+            rows = x.reshape(-1, x.shape[-1])
+            q, row_scale = pytorch.quantize_rows(rows)
+            y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
+            if bias is not None:
+                y = y + bias
+            if params[4] is not None:
+                a, b, factor = params[4]
+                y = y + factor * ((rows.float() @ a) @ b)
+            return y.view(*x.shape[:-1], y.shape[-1]).to(x.dtype)
         if kind == "onednn":
             return torch.ops.mkldnn._linear_pointwise(x, kernel, bias, "none",
                                                       [], "")

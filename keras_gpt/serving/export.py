@@ -68,6 +68,9 @@ def export_saved_model(model, tokenizer, path, *, version=None,
     `max_new_tokens` past `context_length`, or a bad setting, fails the
     call with an assertion naming the value and the limit.
 
+    A model with LoRA factors is exported merged (`GPT.merge_lora` on a
+    copy); an int8 model keeps its int8 variables.
+
     Args:
         model: A `keras_gpt.GPT`, on any backend.
         tokenizer: Its `keras_gpt.tokenizers.Tokenizer`.
@@ -104,6 +107,7 @@ def export_saved_model(model, tokenizer, path, *, version=None,
     defaults = _check_settings(model.config, tokenizer, max_new_tokens,
                                temperature, top_k, top_p)
     target = _version_dir(path, version, overwrite)
+    model = _merged(model)
     if keras.backend.backend() == "tensorflow":
         return _write_version(target, lambda tmp: _write(
             model, tokenizer, tmp, defaults))
@@ -168,6 +172,17 @@ def export_run(run_dir, path, **kwargs):
 
     model = load_model(model_file, compile=False, custom_objects={"GPT": GPT})
     return export_saved_model(model, tokenizer, path, **kwargs)
+
+
+def _merged(model):
+    """`model`, or a copy with its LoRA factors merged (the export serves
+    the adapted model as plain, or int8, weights)."""
+    if getattr(model, "lora_rank", None) is None:
+        return model
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.merge_lora()
+    return copy
 
 
 # Checks ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ import numpy as np
 
 from keras_gpt.files import atomic_write, replace_atomically
 
+LORA_FILE = "lora.safetensors"
+
 
 def _float(value):
     return float(keras.ops.convert_to_numpy(value))
@@ -172,6 +174,7 @@ class RunLogger(keras.callbacks.Callback):
     one whole. The metrics row comes first: a kill between the two leaves a
     row past the checkpoint, which `--resume` drops and writes again. A
     non-finite loss or weight is never checkpointed (`NonFiniteLossError`).
+    A LoRA run also writes its adapter alone, `lora.safetensors`.
 
     Args:
         run_dir: The run directory.
@@ -219,6 +222,9 @@ class RunLogger(keras.callbacks.Callback):
 
     def save_checkpoint(self):
         replace_atomically(self.run_dir / "model.keras", self.model.save)
+        if getattr(self.model, "lora_rank", None) is not None:
+            # The adapter alone, beside the checkpoint (GPT.load_lora_weights).
+            self.model.save_lora_weights(self.run_dir / LORA_FILE)
         atomic_write(self.run_dir / "state.json", json.dumps(
             {"step": int(_float(self.model.optimizer.iterations)),
              "wall_s": self.wall_s()}))

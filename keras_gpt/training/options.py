@@ -45,6 +45,9 @@ class RunOptions:
     samples: int = None
     data_parallel: int = None
     model_parallel: int = None
+    lora_rank: int = None
+    lora_alpha: float = None
+    lora_targets: str = None
 
 
 # Chosen from measured validation curves on that corpus (README, Training):

@@ -9,6 +9,7 @@ loadable with `keras.models.load_model`, and the optimizer state that
 TensorBoard logs in `logs/`.
 """
 
+import dataclasses
 import json
 import math
 import shutil
@@ -23,6 +24,7 @@ from keras_gpt.training.options import (DEFAULT_MODEL, DEFAULTS,  # noqa: F401
                                         RunOptions, check_options,
                                         model_config, replan,
                                         resolve_options, schedule_plan)
+from keras_gpt.training import source as source_lib
 from keras_gpt.training.run_dir import RunDir
 
 
@@ -78,7 +80,8 @@ def check_lengths(train, val, context_length, o=None, vocab_size=None):
     return warnings
 
 
-def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
+def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1,
+              source=None):
     """Train (or resume) a GPT into `run_dir`; returns the final metrics.
 
     Checks run cheapest first: the options (no data, no model), the run
@@ -87,7 +90,10 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     Nothing is written before they pass, and a new run that fails before
     its first checkpoint leaves no directory behind. A run directory
     killed at any moment can be continued or restarted
-    (`keras_gpt.training.run_dir`).
+    (`keras_gpt.training.run_dir`). `source` (a
+    `keras_gpt.training.source.Source`) starts a new run from a trained
+    model (`keras_gpt.finetune`); with `resume`, it gives the initial
+    weights again to such a run stopped before its first checkpoint.
     """
     from keras_gpt.checkpoints import check_shape, saved_step
     from keras_gpt.parallel.distribution import Parallelism
@@ -100,6 +106,18 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
         run.check_resumable()
         stored = run.stored_options()
     o = resolve_options(options, stored)
+    if source is not None and not resume:
+        o = source_lib.source_options(
+            o, {k: v for k, v in dataclasses.asdict(options).items()
+                if v is not None}, source)
+    elif o.get("lora_rank") and not o.get("init_from"):
+        raise ValueError("--lora-rank needs --init-from SOURCE: LoRA adapts "
+                         "a trained model.")
+    if resume:
+        source_lib.check_resumable(o, run_dir)
+        if source is not None and run.kind == "checkpointed":
+            raise ValueError("--init-from starts a new run; --resume "
+                             "continues the one in --out from its checkpoint.")
     check_options(o)
     if not resume:
         run.check_new()
@@ -111,7 +129,8 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
     step = 0
     if resume:
         tokenizer = load_tokenizer(run_dir / "tokenizer")
-        config = model_config(o, tokenizer.vocab_size)
+        config = (source_lib.stored_config(run_dir) if o.get("init_from")
+                  else model_config(o, tokenizer.vocab_size))
         saved = GPTConfig.from_json((run_dir / "config.json").read_text())
         if saved != config:
             raise ValueError(f"{run_dir}/config.json holds another model: "
@@ -125,8 +144,13 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
                 f"--steps {o['steps']} is not more than the {step} steps "
                 f"{run_dir} has trained: give a larger --steps to extend it.")
         o = replan(o, stored["steps"], step)
+    elif source is not None:
+        tokenizer = source.tokenizer
     tokenizer, train, val = prepare_data(o, tokenizer, cache_dir)
-    config = model_config(o, tokenizer.vocab_size)
+    if source is not None and not resume:
+        config = source_lib.source_config(o, source)
+    elif not resume:
+        config = model_config(o, tokenizer.vocab_size)
     for warning in check_lengths(train, val, config.context_length, o,
                                  tokenizer.vocab_size):
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
@@ -145,7 +169,7 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1):
             created = True
             _start_run_dir(run, o, config, tokenizer)
         return _fit(run, o, config, tokenizer, train, val, step, verbose,
-                    parallel)
+                    parallel, source)
     except BaseException:
         if created and not (run_dir / "model.keras").exists():
             _remove_new_run(run_dir, keep_folder=existed)
@@ -175,21 +199,21 @@ def _start_run_dir(run, o, config, tokenizer):
     atomic_write(run.path / "run.json", json.dumps(o, indent=2))
 
 
-def _fit(run, o, config, tokenizer, train, val, step, verbose, parallel):
+def _fit(run, o, config, tokenizer, train, val, step, verbose, parallel,
+         source=None):
     """Build, compile, resume and fit inside the layout's scope (variables
     are placed where they are created)."""
     with parallel.scope(config):
         return _fit_in_scope(run, o, config, tokenizer, train, val, step,
-                             verbose, parallel)
+                             verbose, parallel, source)
 
 
 def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
-                  parallel):
+                  parallel, source=None):
     import keras
 
     from keras_gpt.checkpoints import load_weights
     from keras_gpt.data import windows
-    from keras_gpt.model import GPT
     from keras_gpt.training import compile_for_pretraining
     from keras_gpt.training.callbacks import (EpochTensorBoard, RunLogger,
                                               Samples, StopOnNonFiniteLoss,
@@ -197,7 +221,10 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
 
     run_dir = run.path
     keras.utils.set_random_seed(o["seed"])
-    model = GPT(config)
+    # The source's weights on a new run, or on one stopped before its first
+    # checkpoint (a checkpointed run loads its own below).
+    model = source_lib.build_model(
+        o, config, None if run.kind == "checkpointed" else source)
     first_steps, replans = schedule_plan(o)
     compile_for_pretraining(model, total_steps=first_steps,
                             learning_rate=o["learning_rate"],
@@ -230,6 +257,8 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
     if o["samples"]:
         callbacks.append(Samples(tokenizer, [""] * o["samples"],
                                  seed=o["seed"]))
+    if source is not None and run.kind == "new":
+        source_lib.evaluate_source(model, val_ds, run_dir, verbose)
     if verbose:
         print(f"GPT: {config.n_layers} layers, d_model {config.d_model}, "
               f"{config.n_heads} heads, context {ctx}, vocab "
@@ -238,6 +267,9 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
               f"and {len(val):,} validation tokens; backend "
               f"{keras.backend.backend()}{_layout_note(parallel)}; run "
               f"directory {run_dir}")
+        if o.get("init_from"):
+            print(f"From {o['init_from']['path']}: "
+                  f"{source_lib.describe(model)}")
     history = model.fit(
         train_ds, epochs=o["steps"] // o["eval_every"],
         steps_per_epoch=o["eval_every"], initial_epoch=step // o["eval_every"],
