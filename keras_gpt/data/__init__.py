@@ -10,6 +10,11 @@
    windows of `context_length + 1` tokens: `x = window[:-1]`,
    `y = window[1:]`.
 
+Fine-tuning reads JSON Lines instead (`jsonl`: TRL's field names and the
+chat template): `build_sft_examples` and `build_preference_pairs` tokenize
+a file once into cached, context-fitted examples (`examples`), and
+`batches` turns their padded arrays into `tf.data` batches.
+
 Files are read as UTF-8 with `errors="surrogateescape"` and `newline=""`, so
 a document's text holds its exact bytes: `ByteTokenizer` encodes undecodable
 bytes as themselves, `BPETokenizer` and `GPT2Tokenizer` encode them as U+FFFD
@@ -21,11 +26,16 @@ from keras_gpt.data.corpus import (TEXT_EXTENSIONS, check_text_files,
                                    default_corpus,
                                    default_documents, find_text_files,
                                    iter_documents, read_text_file)
+from keras_gpt.data.examples import (PreferencePairs, SFTExamples,
+                                     build_preference_pairs,
+                                     build_sft_examples)
+from keras_gpt.data.jsonl import chat_text
 from keras_gpt.data.token_files import (FORMAT_VERSION, build_token_file,
                                         load_tokens, split_tokens, token_dtype)
 
-__all__ = ["FORMAT_VERSION", "TEXT_EXTENSIONS", "build_token_file",
-           "check_text_files",
+__all__ = ["FORMAT_VERSION", "PreferencePairs", "SFTExamples",
+           "TEXT_EXTENSIONS", "build_preference_pairs", "build_sft_examples",
+           "build_token_file", "chat_text", "check_text_files",
            "default_corpus", "default_documents", "find_text_files",
            "iter_documents", "load_tokens", "read_text_file", "split_tokens",
            "token_dtype"]
