@@ -31,6 +31,12 @@ def register(commands):
                    help="Text files, folders (recursive) or globs, stored as "
                         "absolute paths. Default: the Python documentation "
                         "topics shipped with Python (466 KB).")
+    p.add_argument("--sft", metavar="DATA.jsonl",
+                   help="With --init-from: supervised fine-tuning on JSON "
+                        "Lines of {\"prompt\", \"completion\"} or "
+                        "{\"messages\": [{\"role\", \"content\"}, ...]}; "
+                        "the loss counts the completion (assistant) tokens "
+                        "only. --val-fraction of the lines is held out.")
     p.add_argument("--tokenizer", choices=("bpe", "byte", "char"),
                    help=f"Default {d['tokenizer']}.")
     p.add_argument("--vocab-size", type=integer(2),

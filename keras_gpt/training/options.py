@@ -48,6 +48,7 @@ class RunOptions:
     lora_rank: int = None
     lora_alpha: float = None
     lora_targets: str = None
+    sft: str = None
 
 
 # Chosen from measured validation curves on that corpus (README, Training):

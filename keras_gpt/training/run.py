@@ -24,6 +24,7 @@ from keras_gpt.training.options import (DEFAULT_MODEL, DEFAULTS,  # noqa: F401
                                         RunOptions, check_options,
                                         model_config, replan,
                                         resolve_options, schedule_plan)
+from keras_gpt.training import sft
 from keras_gpt.training import source as source_lib
 from keras_gpt.training.run_dir import RunDir
 
@@ -34,6 +35,8 @@ def prepare_data(o, tokenizer=None, cache_dir=None):
     from keras_gpt.data.corpus import default_documents
     from keras_gpt.tokenizers import make_tokenizer
 
+    if o.get("sft"):
+        return sft.prepare_sft(o, tokenizer, cache_dir)
     if o.get("data"):
         source = data.find_text_files(o["data"])
         data.check_text_files(source)
@@ -118,6 +121,8 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1,
         if source is not None and run.kind == "checkpointed":
             raise ValueError("--init-from starts a new run; --resume "
                              "continues the one in --out from its checkpoint.")
+    if o.get("sft"):
+        sft.check_sft_options(o)
     check_options(o)
     if not resume:
         run.check_new()
@@ -151,9 +156,10 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1,
         config = source_lib.source_config(o, source)
     elif not resume:
         config = model_config(o, tokenizer.vocab_size)
-    for warning in check_lengths(train, val, config.context_length, o,
-                                 tokenizer.vocab_size):
-        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+    if not o.get("sft"):
+        for warning in check_lengths(train, val, config.context_length, o,
+                                     tokenizer.vocab_size):
+            print(f"Warning: {warning}", file=sys.stderr, flush=True)
     # A second run of the same shapes loads its compiled programs.
     use_compilation_cache(Path(cache_dir or Path.home() / ".cache"
                                / "keras_gpt") / "xla")
@@ -226,9 +232,10 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
     model = source_lib.build_model(
         o, config, None if run.kind == "checkpointed" else source)
     first_steps, replans = schedule_plan(o)
-    compile_for_pretraining(model, total_steps=first_steps,
-                            learning_rate=o["learning_rate"],
-                            warmup_steps=o["warmup_steps"], replans=replans)
+    compile_fn = sft.compile_for_sft if o.get("sft") else compile_for_pretraining
+    compile_fn(model, total_steps=first_steps,
+               learning_rate=o["learning_rate"],
+               warmup_steps=o["warmup_steps"], replans=replans)
     parallel.prepare(model)
     atomic_write(run_dir / "distribution.json",
                  json.dumps(parallel.describe(model), indent=2))
@@ -246,25 +253,32 @@ def _fit_in_scope(run, o, config, tokenizer, train, val, step, verbose,
         print(_resume_note(run, o, step))
 
     ctx, batch = config.context_length, o["batch_size"]
-    train_ds = windows.make_windows_dataset(train, ctx, batch,
-                                            seed=o["seed"], skip_batches=step)
-    val_ds = windows.make_eval_dataset(val, ctx, batch, o["eval_steps"],
-                                       seed=o["seed"] + 1)
-    throughput = Throughput(batch * ctx)
+    prompts = [""] * o["samples"]
+    if o.get("sft"):
+        train_ds, val_ds, per_step, prompts = sft.sft_fit_data(
+            o, tokenizer, train, val, step)
+        amount = f"{len(train):,} training and {len(val):,} held-out examples"
+    else:
+        train_ds = windows.make_windows_dataset(
+            train, ctx, batch, seed=o["seed"], skip_batches=step)
+        val_ds = windows.make_eval_dataset(val, ctx, batch, o["eval_steps"],
+                                           seed=o["seed"] + 1)
+        per_step = batch * ctx
+        amount = (f"{len(train):,} training and {len(val):,} validation "
+                  "tokens")
+    throughput = Throughput(per_step)
     logger = RunLogger(run_dir, throughput, wall_offset=run.wall_s(step))
     callbacks = [StopOnNonFiniteLoss(run_dir), throughput, logger,
                  EpochTensorBoard(str(run_dir / "logs"))]
-    if o["samples"]:
-        callbacks.append(Samples(tokenizer, [""] * o["samples"],
-                                 seed=o["seed"]))
+    if o["samples"] and prompts:
+        callbacks.append(Samples(tokenizer, prompts, seed=o["seed"]))
     if source is not None and run.kind == "new":
         source_lib.evaluate_source(model, val_ds, run_dir, verbose)
     if verbose:
         print(f"GPT: {config.n_layers} layers, d_model {config.d_model}, "
               f"{config.n_heads} heads, context {ctx}, vocab "
               f"{config.vocab_size} ({o['tokenizer']}); "
-              f"{model.count_params():,} parameters; {len(train):,} training "
-              f"and {len(val):,} validation tokens; backend "
+              f"{model.count_params():,} parameters; {amount}; backend "
               f"{keras.backend.backend()}{_layout_note(parallel)}; run "
               f"directory {run_dir}")
         if o.get("init_from"):
