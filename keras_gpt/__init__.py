@@ -7,18 +7,18 @@ model = keras.models.load_model("gpt.keras")   # any keras_gpt file
 ```
 
 Importing the package loads Keras and registers every keras_gpt class
-(layers, model, loss, tuned lens, sparse autoencoder, ...), so `keras.models.load_model` reads any file saved
-by keras_gpt, as KerasHub does for its own. The packages, by stage:
-`backend` -> `layers` -> `model` -> `generation`, `training`, `serving`,
-`parallel`, `convert`, `interpret`, `bench` -> `commands` (README.md has the
-map).
+(layers, model, loss, tuned lens, sparse autoencoder, DPO model, ...), so
+`keras.models.load_model` reads any file saved by keras_gpt, as KerasHub
+does for its own. The packages, by stage: `backend` -> `layers` -> `model`
+-> `generation`, `training`, `serving`, `parallel`, `convert`, `interpret`,
+`finetune`, `bench` -> `commands` (README.md has the map).
 """
 
 from keras_gpt.commands import console as _console
 
 _console.prepare_process()  # in the `keras-gpt` process only
 
-from keras_gpt import interpret, layers  # noqa: E402
+from keras_gpt import finetune, interpret, layers  # noqa: E402
 from keras_gpt.config import GPTConfig  # noqa: E402
 from keras_gpt.generation import generate  # noqa: E402
 from keras_gpt.losses import NextTokenLoss, next_token_loss  # noqa: E402
@@ -31,5 +31,5 @@ from keras_gpt.version import __version__  # noqa: E402
 
 __all__ = ["GPT", "GPTConfig", "NextTokenLoss", "__version__",
            "compile_for_pretraining", "export_run", "export_saved_model",
-           "generate", "interpret", "layers", "make_optimizer", "next_token_loss",
+           "finetune", "generate", "interpret", "layers", "make_optimizer", "next_token_loss",
            "parameter_table"]

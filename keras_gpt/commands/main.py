@@ -15,7 +15,7 @@ from keras_gpt.commands.console import VERBOSE_FLAG
 from keras_gpt.commands.flags import OneLineParser, as_flags, print_error
 
 COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
-            "quantize", "bench", "explain")
+            "quantize", "dpo", "bench", "explain")
 
 # What a user's mistake raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
