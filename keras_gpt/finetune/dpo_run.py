@@ -94,7 +94,7 @@ def dpo(source, out, *, data, beta=None, lora_rank=None, lora_alpha=None,
     o.update(data=str(data), init_from=source.record, method="dpo",
              lora_rank=policy.lora_rank, lora_alpha=policy.lora_alpha,
              lora_targets=(",".join(policy.lora_targets)
-                           if policy.lora_targets else None), data_stats=stats)
+                           if policy.lora_targets else None), dpo_data=stats)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

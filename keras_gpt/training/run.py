@@ -108,6 +108,10 @@ def train_run(run_dir, options, resume=False, cache_dir=None, verbose=1,
     if resume:
         run.check_resumable()
         stored = run.stored_options()
+        if stored.get("method") == "dpo":
+            raise ValueError(f"{run_dir} is a DPO run, which does not resume: "
+                             f"start a new one from it (--init-from "
+                             f"{run_dir}).")
     o = resolve_options(options, stored)
     if source is not None and not resume:
         o = source_lib.source_options(

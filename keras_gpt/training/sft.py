@@ -99,13 +99,17 @@ def check_sft_options(o):
 
 
 def prepare_sft(o, tokenizer, cache_dir, verbose=1):
-    """`(tokenizer, train examples, held-out examples)` of `o["sft"]`."""
+    """`(tokenizer, train examples, held-out examples)` of `o["sft"]`; the
+    counts go into `o["sft_data"]` (run.json)."""
     from pathlib import Path
 
     cache_dir = Path(cache_dir or Path.home() / ".cache" / "keras_gpt")
     examples = build_sft_examples(o["sft"], tokenizer, o["context_length"],
                                   cache_dir=cache_dir / "examples")
     train, val = examples.split(o["val_fraction"], o["seed"])
+    o["sft_data"] = {k: examples.stats[k] for k in ("examples", "truncated",
+                                                    "longest")}
+    o["sft_data"].update(train=len(train), held_out=len(val))
     if verbose:
         print(f"SFT data {describe(examples)}; {len(val)} held out.")
     return tokenizer, train, val

@@ -44,6 +44,10 @@ def test_dpo_command_trains_a_run(tmp_path, source, prefs, capsys):
     assert f"Done: {out} (step 2, loss " in printed
     assert "val_rewards/accuracies" in printed
     assert (out / "lora.safetensors").is_file()
+    # A DPO run does not resume; train --resume says so instead of
+    # pretraining on it.
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    assert "is a DPO run, which does not resume" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -60,8 +60,8 @@ def test_dpo_with_lora_writes_a_run_directory(tmp_path, prefs, capsys):
                                 "tokens_per_s", "wall_s"}
     run = json.loads((out / "run.json").read_text())
     assert run["method"] == "dpo" and run["beta"] == 0.5
-    assert run["data_stats"]["identical"] == 1
-    assert run["data_stats"]["train"] + run["data_stats"]["held_out"] == 10
+    assert run["dpo_data"]["identical"] == 1
+    assert run["dpo_data"]["train"] + run["dpo_data"]["held_out"] == 10
     policy = keras.models.load_model(out / "model.keras")
     assert isinstance(policy, GPT) and policy.lora_rank == 2
     with pytest.raises(ValueError, match="already holds files"):

@@ -106,7 +106,10 @@ def test_sft_run_directory(tmp_path, sft_file, capsys):
     records = [json.loads(line) for line in
                (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 2, 4]
-    assert json.loads((out / "run.json").read_text())["sft"] == str(sft_file)
+    run = json.loads((out / "run.json").read_text())
+    assert run["sft"] == str(sft_file)
+    assert run["sft_data"] == {"examples": 12, "truncated": 0, "longest": 26,
+                               "train": 9, "held_out": 3}
     loaded = keras.models.load_model(out / "model.keras")
     assert loaded.lora_rank == 2
 
