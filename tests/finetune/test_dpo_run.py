@@ -110,3 +110,13 @@ def test_bad_options_write_nothing(tmp_path, prefs, options, message):
         dpo(tiny_source(), out, data=prefs, verbose=0,
             cache_dir=tmp_path / "cache", **options)
     assert not out.exists()
+
+
+def test_bench_dpo_smoke(capsys):
+    """tools/bench_dpo.py runs (its figures are in the README)."""
+    from tests.conftest import load_tool
+
+    ratios = load_tool("bench_dpo").main(["--smoke"])
+    assert set(ratios) == {"dpo / sft-2B", "dpo / sft-B"}
+    assert all(r > 0 for r in ratios.values())
+    assert "ms/step" in capsys.readouterr().out
