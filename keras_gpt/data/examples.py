@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_gpt.data import jsonl
+from keras_gpt.data.fitting import tokenize_preferences, tokenize_sft
 from keras_gpt.data.token_files import token_dtype
 from keras_gpt.files import replace_atomically
 
@@ -213,7 +213,7 @@ def build_sft_examples(path, tokenizer, context_length, cache_dir=None):
     ```
     """
     return _cached("sft", path, tokenizer, context_length, cache_dir,
-                   _tokenize_sft)
+                   tokenize_sft)
 
 
 def build_preference_pairs(path, tokenizer, context_length, cache_dir=None,
@@ -235,7 +235,7 @@ def build_preference_pairs(path, tokenizer, context_length, cache_dir=None,
     ```
     """
     pairs = _cached("preferences", path, tokenizer, context_length,
-                    cache_dir, _tokenize_preferences)
+                    cache_dir, tokenize_preferences)
     if warn and pairs.stats["identical"]:
         warnings.warn(describe(pairs), stacklevel=2)
     return pairs
@@ -253,97 +253,6 @@ def describe(examples):
         text += (f"; {s['identical']} pairs skipped because chosen == "
                  f"rejected (lines {lines}{more})")
     return text
-
-
-# Tokenizing ------------------------------------------------------------------
-
-def _encode(tokenizer, text, where, field):
-    try:
-        return tokenizer.encode(text)
-    except ValueError as error:
-        raise ValueError(f"{where}: field {field!r}: the tokenizer cannot "
-                         f"encode it: {error}") from None
-
-
-def _tokenize_sft(path, tokenizer, context_length):
-    limit, rows, learned, lines, truncated = context_length + 1, [], [], [], 0
-    for number, record in jsonl.read_jsonl(path):
-        where = f"{path}, line {number}"
-        ids, mask = [], []
-        for text, trained, field in jsonl.sft_segments(record, where):
-            piece = ([tokenizer.eot_id] if text is jsonl.EOT
-                     else _encode(tokenizer, text, where, field))
-            ids += piece
-            mask += [trained] * len(piece)
-        if len(ids) > limit:
-            first = mask.index(True)
-            if first < len(ids) - limit + 1:
-                raise ValueError(
-                    f"{where}: the example has {len(ids)} tokens, of which "
-                    f"the last {len(ids) - first} are learned (completion or "
-                    "assistant turns, end-of-text included); cutting the "
-                    f"prompt from the left keeps at most context_length + 1 "
-                    f"= {limit} tokens, so the learned part may have at most "
-                    f"context_length = {context_length}. Shorten it, or drop "
-                    "the line.")
-            ids, mask = ids[len(ids) - limit:], mask[len(mask) - limit:]
-            truncated += 1
-        rows.append(ids)
-        learned.append(mask)
-        lines.append(number)
-    _check_any(rows, path)
-    dtype = token_dtype(tokenizer.vocab_size)
-    return {"tokens": Sequences.from_rows(rows, dtype),
-            "learned": Sequences.from_rows(learned, np.uint8),
-            "lines": np.asarray(lines, np.int64),
-            "stats": {"truncated": truncated}}
-
-
-def _tokenize_preferences(path, tokenizer, context_length):
-    limit = context_length + 1
-    prompts, chosen, rejected, lines = [], [], [], []
-    truncated, identical = 0, []
-    for number, record in jsonl.read_jsonl(path):
-        where = f"{path}, line {number}"
-        prompt, good, bad = jsonl.preference_texts(record, where)
-        p = (_encode(tokenizer, prompt, where, "prompt") if prompt
-             else []) or [tokenizer.eot_id]
-        c = _encode(tokenizer, good, where, "chosen") + [tokenizer.eot_id]
-        r = _encode(tokenizer, bad, where, "rejected") + [tokenizer.eot_id]
-        if c == r:
-            identical.append(number)
-            continue
-        longest = max(len(c), len(r))
-        if longest > limit - 1:
-            field = "chosen" if len(c) >= len(r) else "rejected"
-            raise ValueError(
-                f"{where}: field {field!r} has {longest} tokens with its "
-                "end-of-text token; beside at least one prompt token it "
-                f"needs {longest + 1} > context_length + 1 = {limit}: a "
-                f"completion may have at most context_length = "
-                f"{context_length} tokens. Shorten it, or drop the line.")
-        if len(p) + longest > limit:
-            p = p[len(p) + longest - limit:]
-            truncated += 1
-        prompts.append(p)
-        chosen.append(c)
-        rejected.append(r)
-        lines.append(number)
-    _check_any(prompts, path, identical)
-    dtype = token_dtype(tokenizer.vocab_size)
-    return {"prompts": Sequences.from_rows(prompts, dtype),
-            "chosen": Sequences.from_rows(chosen, dtype),
-            "rejected": Sequences.from_rows(rejected, dtype),
-            "lines": np.asarray(lines, np.int64),
-            "stats": {"truncated": truncated, "identical": len(identical),
-                      "identical_lines": identical[:10]}}
-
-
-def _check_any(rows, path, identical=()):
-    if not rows:
-        why = (f" ({len(identical)} pairs had chosen == rejected)"
-               if identical else "")
-        raise ValueError(f"{path} holds no examples{why}.")
 
 
 # The cache -------------------------------------------------------------------
@@ -371,6 +280,13 @@ def _cached(kind, path, tokenizer, context_length, cache_dir, tokenize):
                 pass  # a damaged cache file is rebuilt
     parts = tokenize(path, tokenizer, context_length)
     parts["stats"].update(file=str(path))
+    dtype = token_dtype(tokenizer.vocab_size)
+    for name, rows in parts.items():
+        if name == "lines":
+            parts[name] = np.asarray(rows, np.int64)
+        elif name != "stats":
+            parts[name] = Sequences.from_rows(
+                rows, np.uint8 if name == "learned" else dtype)
     result = _assemble(kind, parts, tokenizer.eot_id)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ def dpo(source, out, *, data, beta=None, lora_rank=None, lora_alpha=None,
 
     Args:
         source: A path (`keras_gpt.finetune.load_source` lists them) or a
-            `Source`.
+            `Source`, whose model is then trained in place (it is the
+            policy).
         out: The new run directory (absent or empty).
         data: A JSON Lines file of `{"prompt", "chosen", "rejected"}`
             (`keras_gpt.data.jsonl`); `val_fraction` of it is held out.
@@ -99,8 +100,8 @@ def dpo(source, out, *, data, beta=None, lora_rank=None, lora_alpha=None,
     try:
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out / "tokenizer")
-        (out / "config.json").write_text(policy.config.to_json())
-        (out / "run.json").write_text(json.dumps(o, indent=2))
+        atomic_write(out / "config.json", policy.config.to_json())
+        atomic_write(out / "run.json", json.dumps(o, indent=2))
         return _fit(out, o, policy, tokenizer, val, arrays, verbose)
     except BaseException:
         if created and not (out / "model.keras").exists():
@@ -128,6 +129,10 @@ def _options(beta, lora_rank, options):
     if o["steps"] % o["eval_every"]:
         raise ValueError(f"--steps {o['steps']} must be a multiple of "
                          f"--eval-every {o['eval_every']}.")
+    if o["warmup_steps"] is not None and not 0 <= o["warmup_steps"] < o[
+            "steps"]:
+        raise ValueError(f"--warmup-steps {o['warmup_steps']} must be in "
+                         f"[0, --steps {o['steps']}).")
     if not (math.isfinite(o["learning_rate"]) and o["learning_rate"] > 0):
         raise ValueError(f"--learning-rate {o['learning_rate']} must be a "
                          "finite number > 0.")

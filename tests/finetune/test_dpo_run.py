@@ -103,6 +103,8 @@ def test_without_lora_the_reference_is_computed_once_and_cached(
                            "--lora-rank"),
     (dict(lora_rank=99), "LoRA rank 99 is out of range"),
     (dict(val_fraction=1.0), "--val-fraction 1.0 must be in"),
+    (dict(warmup_steps=200), r"--warmup-steps 200 must be in \[0, --steps "
+                             r"200\)"),
 ])
 def test_bad_options_write_nothing(tmp_path, prefs, options, message):
     out = tmp_path / "run"
