@@ -23,7 +23,7 @@ RANKS = {
     "version": 0, "files": 0, "config": 0, "backend": 0, "checkpoints": 0,
     "layers": 1, "losses": 1, "params": 1, "sharding": 1, "tokenizers": 1,
     "lora": 1, "quantization": 1,
-    "activations": 2,
+    "activations": 2, "compiling": 2,
     "model": 3, "data": 3,
     "generation": 4, "parallel": 4,
     "training": 5,

@@ -36,7 +36,8 @@ def register(commands):
                         "Lines of {\"prompt\", \"completion\"} or "
                         "{\"messages\": [{\"role\", \"content\"}, ...]}; "
                         "the loss counts the completion (assistant) tokens "
-                        "only. --val-fraction of the lines is held out.")
+                        "only. --val-fraction of the lines is held out "
+                        "(default: none, pretraining on --data).")
     p.add_argument("--tokenizer", choices=("bpe", "byte", "char"),
                    help=f"Default {d['tokenizer']}.")
     p.add_argument("--vocab-size", type=integer(2),
@@ -103,7 +104,8 @@ def register(commands):
     p.add_argument("--lora-rank", type=positive, metavar="R",
                    help="With --init-from: train LoRA factors of rank R "
                         "only (the source's weights stay frozen); the run "
-                        "keeps them in lora.safetensors too.")
+                        "keeps them in lora.safetensors too (default: none, "
+                        "every weight trains).")
     p.add_argument("--lora-alpha", type=real(0, low_open=True), metavar="A",
                    help="LoRA scale numerator: delta = (A / R) x A B "
                         "(default A = R).")

@@ -298,7 +298,7 @@ TF_REFUSAL = "--model-parallel 3 needs KERAS_BACKEND=jax"
 
 @pytest.mark.parametrize("args,messages", [
     (["--model-parallel", "3"],
-     {"jax": "A model axis of 3 devices does not divide n_heads=2",
+     {"jax": "A model axis of 3 devices does not divide --n-heads 2",
       "tensorflow": TF_REFUSAL, "torch": TORCH_REFUSAL}),
     (["--data-parallel", "3"],
      {"jax": "A data axis of 3 devices does not divide the batch of 4",
