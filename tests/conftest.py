@@ -15,6 +15,27 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# The start of a script run where keras, keras_gpt, jax, torch and KerasHub
+# cannot be imported (as in TF Serving): what loads a SavedModel there.
+KERAS_FREE = """
+import importlib.abc, importlib.machinery, sys
+BLOCKED = ("keras", "keras_gpt", "jax", "torch", "tf_keras", "keras_hub",
+           "keras_nlp")
+
+class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} cannot be imported here")
+
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, Blocked())
+"""
+
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"

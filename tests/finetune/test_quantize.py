@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from tests.conftest import KERAS_FREE
 
 import keras_gpt
 from keras_gpt.commands.main import main
@@ -19,22 +20,8 @@ TEXT = ("The quick brown fox jumps over the lazy dog.\n"
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["The quick", "def"]
 
-LOAD = """
-import glob, importlib.abc, importlib.machinery, importlib.util, json, os, sys
-BLOCKED = ("keras", "keras_gpt", "jax", "torch", "keras_hub", "keras_nlp")
-
-class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            return importlib.machinery.ModuleSpec(name, self)
-
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} cannot be imported here")
-
-    def exec_module(self, module):
-        pass
-
-sys.meta_path.insert(0, Blocked())
+LOAD = KERAS_FREE + """
+import json
 import tensorflow as tf
 out = {}
 for path in sys.argv[2:]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tests.conftest import load_tool
+from tests.conftest import KERAS_FREE, load_tool
 
 from keras_gpt.commands.main import main
 
@@ -127,23 +127,8 @@ os._exit(code)
 # and torch cannot be imported: only tensorflow and TF Text's kernels (its
 # Python package needs tf.keras, so its op libraries are loaded directly,
 # as tensorflow_model_server links them).
-LOAD = """
-import glob, importlib.abc, importlib.machinery, importlib.util, json, os, sys
-BLOCKED = ("keras", "keras_gpt", "jax", "torch", "tf_keras", "keras_hub",
-           "keras_nlp")
-
-class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            return importlib.machinery.ModuleSpec(name, self)
-
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} cannot be imported here")
-
-    def exec_module(self, module):
-        pass
-
-sys.meta_path.insert(0, Blocked())
+LOAD = KERAS_FREE + """
+import glob, importlib.util, json, os
 import numpy as np
 import tensorflow as tf
 text = importlib.util.find_spec("tensorflow_text").submodule_search_locations
