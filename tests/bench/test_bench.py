@@ -32,6 +32,7 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert o["model"]["n_layers"] == 1 and o["model"]["d_model"] == 16
     assert (o["steps"], o["rounds"], o["new_tokens"]) == (1, 1, 4)
     assert result["matmul_peak_gflops"] is None  # not timed: no MFU line
+    assert "full bench (without --smoke" in table  # how long the real one takes
     for name in names:
         train = result["train"][name]
         assert train["tokens_per_s"] > 0 and "mfu" not in train
