@@ -59,10 +59,10 @@ def test_training_moves_only_the_factors_and_merging_keeps_the_logits():
     np.testing.assert_array_equal(to_numpy(model(IDS)), base)  # B = 0
     frozen = {v.path: to_numpy(v) for v in model.weights
               if "lora" not in v.path}
-    # Not XLA-compiled: the test is about what trains, and compiling costs
-    # more than these steps.
+    # Compiled on JAX only: its eager steps cost more than compiling them,
+    # TensorFlow's and PyTorch's less.
     compile_for_pretraining(model, total_steps=20, learning_rate=1e-2,
-                            jit_compile=False)
+                            jit_compile=keras.backend.backend() == "jax")
     x, y = _data()
     history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
 from keras_gpt.backend import pytorch  # noqa: E402
-from keras_gpt import model as model_lib  # noqa: E402
+from keras_gpt import compiling  # noqa: E402
 from keras_gpt.bench import implementations  # noqa: E402
 from keras_gpt.bench.options import CONFIGS  # noqa: E402
 from keras_gpt.layers import attention  # noqa: E402
@@ -66,7 +66,7 @@ def _switch(check, on):
         return [(training, "next_token_loss",
                  training.next_token_loss if on else off),
                 # GPT.compile would turn Keras' loss into ours again.
-                (model_lib, "same_computation", model_lib.same_computation
+                (compiling, "same_computation", compiling.same_computation
                  if on else (lambda loss: None))]
     if check == "torch-gemm":
         picked = pytorch.cpu_gemm()
@@ -76,7 +76,7 @@ def _switch(check, on):
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return [(module, "training_jit_compile",
                  backend_lib.training_jit_compile if on else off)
-                for module in (training, model_lib)]
+                for module in (training, compiling)]
     return [(backend_lib, "_JAX_CPU_DECODING",
              backend_lib._JAX_CPU_DECODING if on else None)]
 
