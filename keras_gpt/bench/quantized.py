@@ -38,18 +38,16 @@ def options(args):
 
 def _models(o):
     """(float model, its int8 copy, validation ids)."""
-    import keras
-
     from keras_gpt.config import GPTConfig
     from keras_gpt.model import GPT
 
     if o["run_dir"]:
+        from keras_gpt.checkpoints import load_model
         from keras_gpt.files import run_model_file, run_tokenizer_dir
         from keras_gpt.tokenizers import load_tokenizer
         from keras_gpt.training.run import prepare_data
 
-        model = keras.models.load_model(run_model_file(o["run_dir"]),
-                                        compile=False)
+        model = load_model(run_model_file(o["run_dir"]), compile=False)
         if model.lora_rank is not None:
             model.merge_lora()
         run_dir = Path(o["run_dir"])

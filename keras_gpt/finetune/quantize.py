@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+from keras_gpt.checkpoints import load_model
 from keras_gpt.files import run_model_file, run_tokenizer_dir
 
 MODES = ("int8",)
@@ -38,8 +39,6 @@ def quantize_run(run_dir, out, mode="int8"):
     quantize_run("runs/mine", "runs/mine-int8")
     ```
     """
-    import keras
-
     from keras_gpt.convert._common import write_folder_atomically
     from keras_gpt.model import GPT
 
@@ -51,7 +50,7 @@ def quantize_run(run_dir, out, mode="int8"):
     tokenizer_dir = run_tokenizer_dir(run_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} already holds files; choose another --out.")
-    model = keras.models.load_model(model_file, compile=False)
+    model = load_model(model_file, compile=False)  # one line if damaged
     if not isinstance(model, GPT):
         raise ValueError(f"{model_file} holds a {type(model).__name__}, not "
                          "a keras_gpt GPT.")

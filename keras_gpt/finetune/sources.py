@@ -69,14 +69,13 @@ def _json(path):
 
 
 def _from_run(path, record):
-    import keras
-
+    from keras_gpt.checkpoints import load_model
     from keras_gpt.files import run_tokenizer_dir
     from keras_gpt.model import GPT
     from keras_gpt.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(run_tokenizer_dir(path))
-    model = keras.models.load_model(path / "model.keras", compile=False)
+    model = load_model(path / "model.keras", compile=False)
     if not isinstance(model, GPT):
         raise ValueError(f"{path / 'model.keras'} holds a "
                          f"{type(model).__name__}, not a keras_gpt GPT.")

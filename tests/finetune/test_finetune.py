@@ -3,6 +3,7 @@ from a run directory and a Hugging Face folder, full and LoRA, resume,
 generate, and the bad input a user can give."""
 
 import json
+import shutil
 import warnings
 
 import keras
@@ -188,12 +189,18 @@ def test_a_hugging_face_folder_without_tokenizer_files(hf_folder, base,
      "--lora-alpha and --lora-targets need --lora-rank"),
     (["--lora-rank", "4", *BASE], "--lora-rank needs --init-from"),
     (["--init-from", "{base}", "--resume"], "--init-from starts a new run"),
+    (["--init-from", "{tmp}/damaged"], "{tmp}/damaged/model.keras is "
+     "damaged"),
 ])
 def test_bad_init_from_input_is_one_line_and_no_run_dir(
         base, tmp_path, capsys, args, message):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("not a model")
     (tmp_path / "euro.txt").write_text(CODE + "price: €\n")
+    damaged = shutil.copytree(base / "base", tmp_path / "damaged")
+    checkpoint = bytearray((damaged / "model.keras").read_bytes())
+    checkpoint[len(checkpoint) // 2:len(checkpoint) // 2 + 64] = b"x" * 64
+    (damaged / "model.keras").write_bytes(bytes(checkpoint))
     fill = dict(tmp=tmp_path, base=base / "base")
     args = [a.format(**fill) for a in args]
     out = tmp_path / "run"
