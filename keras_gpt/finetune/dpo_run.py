@@ -14,6 +14,7 @@ from (`--init-from`).
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -92,7 +93,8 @@ def dpo(source, out, *, data, beta=None, lora_rank=None, lora_alpha=None,
         raise ValueError("--lora-alpha and --lora-targets need --lora-rank.")
     train, val, arrays, stats = _data(o, data, policy, tokenizer, cache_dir,
                                       verbose)
-    o.update(data=str(data), init_from=source.record, method="dpo",
+    o.update(data=os.path.abspath(data), init_from=source.record,
+             method="dpo",
              lora_rank=policy.lora_rank, lora_alpha=policy.lora_alpha,
              lora_targets=(",".join(policy.lora_targets)
                            if policy.lora_targets else None), dpo_data=stats)

@@ -77,7 +77,7 @@ def _flag(key):
 
 
 def absolute_paths(paths):
-    """`--data` as absolute paths (globs stay globs), so that the run can
+    """`--data` (and `--sft`) as absolute paths (globs stay globs), so that the run can
     be resumed from any working directory."""
     return None if paths is None else [os.path.abspath(os.path.expanduser(
         os.fspath(p))) for p in paths]
@@ -109,6 +109,8 @@ def resolve_options(given, stored=None):
              if v is not None}
     if "data" in given:
         given["data"] = absolute_paths(given["data"])
+    if "sft" in given:
+        given["sft"] = absolute_paths([given["sft"]])[0]
     if stored is None:
         o = {**DEFAULTS, **given}
         if o.get("warmup_steps") is None and _is_count(o["steps"]):
@@ -124,6 +126,10 @@ def resolve_options(given, stored=None):
                 key) == value:
             continue
         if key == "data" and same_paths(value, stored.get("data")):
+            given[key] = stored[key]
+            continue
+        if key == "sft" and stored.get("sft") and same_paths(
+                [value], [stored["sft"]]):
             given[key] = stored[key]
             continue
         shown = " ".join(value) if key == "data" else value

@@ -85,14 +85,16 @@ def tiny_source(tmp_path):
 
 
 @pytest.mark.backend_independent
-def test_sft_run_directory(tmp_path, sft_file, capsys):
+def test_sft_run_directory(tmp_path, sft_file, capsys, monkeypatch):
     """`finetune(..., sft=...)`, what `train --init-from --sft` runs: a
     normal run directory whose step 0 is the source on held-out examples;
-    LoRA flags apply. (Wiring: the loss is checked on every backend
-    above.)"""
+    LoRA flags apply; the data file, given relative, is stored absolute, so
+    `--resume` works from another folder. (Wiring: the loss is checked on
+    every backend above.)"""
     source = Source(tiny_model(), TOKENIZER, {"path": "tiny", "kind": "test"})
     out = tmp_path / "run"
-    final = finetune(source, out, sft=str(sft_file), lora_rank=2, steps=4,
+    monkeypatch.chdir(tmp_path)
+    final = finetune(source, out, sft=sft_file.name, lora_rank=2, steps=4,
                      eval_every=2, batch_size=4, val_fraction=0.25,
                      samples=1, cache_dir=tmp_path / "cache", verbose=1)
     assert final["step"] == 4
@@ -112,6 +114,12 @@ def test_sft_run_directory(tmp_path, sft_file, capsys):
                                "train": 9, "held_out": 3}
     loaded = keras.models.load_model(out / "model.keras")
     assert loaded.lora_rank == 2
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--out", str(out), "--resume", "--steps", "6",
+                 "--sft", "../" + sft_file.name]) == 0
+    assert [json.loads(line)["step"] for line in (
+        out / "metrics.jsonl").read_text().splitlines()] == [0, 2, 4, 6]
 
 
 @pytest.mark.backend_independent
