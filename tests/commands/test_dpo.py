@@ -55,8 +55,10 @@ def test_dpo_command_trains_a_run(tmp_path, source, prefs, capsys):
     (["--beta", "-1"], "--beta -1.0 must be a finite number > 0"),
     (["--beta", "nan"], "--beta nan must be a finite number > 0"),
     (["--beta", "inf"], "--beta inf must be a finite number > 0"),
-    (["--lora-rank", "0"], "LoRA rank 0 is out of range"),
-    (["--learning-rate", "-1"], "--learning-rate -1.0 must be"),
+    (["--lora-rank", "0"], "--lora-rank: 0 is out of range: it must be >= 1"),
+    (["--learning-rate", "-1"], "--learning-rate: -1 is out of range: it "
+                                "must be > 0"),
+    (["--val-fraction", "nan"], "--val-fraction: nan is not a finite"),
     (["--eval-every", "3"], "--steps 200 must be a multiple of --eval-every"),
     (["--data", "BAD"], "bad.jsonl, line 2: field 'chosen' must be a string, "
                         "got null"),
@@ -97,3 +99,22 @@ def test_an_existing_run_is_not_overwritten(tmp_path, source, prefs, capsys):
                "--out", str(out)) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (out / "model.keras").read_text() == "mine"
+
+
+def test_ctrl_c_says_what_is_on_disk(tmp_path, monkeypatch, capsys):
+    from keras_gpt.commands import dpo as command
+
+    def interrupted(source, out, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "dpo", interrupted)
+    out = tmp_path / "run"
+    args = ["dpo", "--init-from", "x", "--data", "y", "--out", str(out)]
+    assert main(args) == 130
+    assert f"nothing was kept in {out}" in capsys.readouterr().out
+    out.mkdir()
+    (out / "model.keras").write_bytes(b"a checkpoint")
+    assert main(args) == 130
+    assert (f"{out} holds the last checkpoint (a DPO run does not resume); "
+            f"start a new run from it with --init-from {out}"
+            in capsys.readouterr().out.replace("\n", " "))
