@@ -36,8 +36,6 @@ POLICIES = {"default": None, "passive": "PASSIVE"}
 
 def _child(args):
     """Times the rows in this process; prints one JSON line."""
-    import numpy as np
-
     from keras_gpt.bench import _available, implementations, measure
     from keras_gpt.bench.options import CONFIGS, SMOKE_MODEL
 
@@ -45,11 +43,8 @@ def _child(args):
     spec = {"model": SMOKE_MODEL if args.smoke else named["model"],
             "batch_size": 2 if args.smoke else named["batch_size"],
             "dtype": "float32"}
-    m = spec["model"]
-    ids = np.random.default_rng(0).integers(
-        0, m["vocab_size"], (spec["batch_size"] * args.steps,
-                             m["context_length"] + 1))
-    x, y = ids[:, :-1].astype("int32"), ids[:, 1:].astype("int32")
+    x, y = implementations.random_batches(spec["model"], spec["batch_size"],
+                                          args.steps)
     names, _ = _available(args.skip.split(",") if args.skip else [])
     blocks = {}
     for name in names:

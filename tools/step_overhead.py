@@ -88,11 +88,8 @@ def main(argv=None):
     named = CONFIGS[args.config]
     spec = {"model": named["model"], "batch_size": named["batch_size"],
             "dtype": "float32"}
-    m = spec["model"]
-    ids = np.random.default_rng(0).integers(
-        0, m["vocab_size"], (spec["batch_size"] * args.steps,
-                             m["context_length"] + 1))
-    x, y = ids[:, :-1].astype("int32"), ids[:, 1:].astype("int32")
+    x, y = implementations.random_batches(spec["model"], spec["batch_size"],
+                                          args.steps)
     blocks = {
         "arrays": implementations._fit_block(_model(spec), x, y,
                                              spec["batch_size"]),

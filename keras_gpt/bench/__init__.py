@@ -131,11 +131,7 @@ def _framework(name, backend):
 
 
 def _train(o, names, backend, accelerator, result, save):
-    m = o["model"]
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, m["vocab_size"], (o["batch_size"] * o["steps"],
-                                            m["context_length"] + 1))
-    x, y = ids[:, :-1].astype("int32"), ids[:, 1:].astype("int32")
+    x, y = impl.random_batches(o["model"], o["batch_size"], o["steps"])
     blocks, rows = {}, {}
     for name in names:
         device = "cuda" if accelerator else "cpu"
@@ -148,7 +144,7 @@ def _train(o, names, backend, accelerator, result, save):
                       "peak_memory_bytes": probe.peak_bytes,
                       "memory_kind": probe.kind}
     best = measure.interleaved_best(blocks, o["rounds"])
-    tokens = o["batch_size"] * o["steps"] * m["context_length"]
+    tokens = x.size  # batch_size x steps x context_length
     peak = result["matmul_peak_gflops"]
     for name in names:
         tps = tokens / best[name]

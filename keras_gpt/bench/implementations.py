@@ -26,6 +26,16 @@ import numpy as np
 TOP_K = 50
 
 
+def random_batches(model, batch_size, steps, seed=0):
+    """(x, y): `batch_size * steps` rows of random ids of the `model` dict's
+    vocabulary and context, y = x shifted by one (what every trainer
+    reads)."""
+    ids = np.random.default_rng(seed).integers(
+        0, model["vocab_size"], (batch_size * steps,
+                                 model["context_length"] + 1))
+    return ids[:, :-1].astype("int32"), ids[:, 1:].astype("int32")
+
+
 def _keras_dtype(spec):
     return spec["dtype"]
 
