@@ -4,17 +4,13 @@ The 25 matrices one decoding step reads (6 layers x [qkv, out, up, down]
 + the 8192 x 384 unembedding), multiplied by one row, timed interleaved
 (best of --rounds) in one process:
 
-- XLA on CPU (jax.jit): float32 GEMV; int8 x int8 -> int32 (what Keras'
-  int8 Dense runs); dequantize-in-product (float row x int8 kernel cast to
-  float32); bfloat16 x bfloat16 -> float32.
+- XLA on CPU (jax.jit): float32 GEMV; int8 x int8 -> int32 of one row
+  (XLA's own loops); the same with the row padded to two (XLA's library
+  product, what `keras_gpt.backend.int8` runs), kernel (in, out) as stored
+  and (out, in) as the JAX decoding loop reads it; float32 x int8 cast in
+  the product.
 - PyTorch on CPU: float32 on oneDNN packed weights (what the torch decoder
   runs) and `torch._int_mm` int8 x int8 -> int32 (column-major kernel).
-
-Why int8 decoding is faster on PyTorch and not under XLA here: XLA:CPU
-emits its own loops for integer and bfloat16 products (no library GEMV),
-and those ran ~25x slower than its float32 GEMV (jax 0.10, AVX-512 EPYC),
-so keras_gpt's XLA path multiplies the integers as float32 (the cast is
-hoisted out of the decoding loop).
 
     .venv/bin/python tools/int8_products.py [--rounds 7]
 """
@@ -47,26 +43,33 @@ def xla(rounds):
     rng = np.random.default_rng(0)
     floats = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in SHAPES]
     ints = [jnp.asarray(rng.integers(-127, 128, s), jnp.int8) for s in SHAPES]
-    bf16 = [w.astype(jnp.bfloat16) for w in floats]
+    transposed = [jnp.asarray(np.ascontiguousarray(np.asarray(w).T))
+                  for w in ints]
     x = {k: jnp.asarray(rng.standard_normal((1, k)), jnp.float32)
          for k in (384, 1536)}
     xq = {k: v.astype(jnp.int8) for k, v in x.items()}
 
-    def chain(product, weights, rows):
+    def chain(product, weights, rows, axis=0):
         @jax.jit
         def run(weights, rows):
-            return sum(product(rows[w.shape[0]], w).sum() for w in weights)
+            return sum(product(rows[w.shape[axis]], w).sum() for w in weights)
         return lambda: run(weights, rows).block_until_ready()
+
+    def padded(r, w, contract):
+        two = jnp.pad(r, ((0, 1), (0, 0)))
+        return jax.lax.dot_general(two, w, (((1,), (contract,)), ((), ())),
+                                   preferred_element_type=jnp.int32)[:1]
 
     runs = {
         "float32 GEMV": chain(lambda r, w: r @ w, floats, x),
-        "int8 x int8 -> int32": chain(lambda r, w: jax.lax.dot(
+        "int8 x int8 -> int32, 1 row": chain(lambda r, w: jax.lax.dot(
             r, w, preferred_element_type=jnp.int32), ints, xq),
+        "int8, row padded to 2, (in, out)": chain(
+            lambda r, w: padded(r, w, 0), ints, xq),
+        "int8, row padded to 2, (out, in)": chain(
+            lambda r, w: padded(r, w, 1), transposed, xq, axis=1),
         "float32 x int8 (cast in the product)": chain(
             lambda r, w: r @ w.astype(jnp.float32), ints, x),
-        "bfloat16 x bfloat16 -> float32": chain(lambda r, w: jax.lax.dot(
-            r.astype(jnp.bfloat16), w, preferred_element_type=jnp.float32),
-            bf16, x),
     }
     return _best(runs, rounds)
 

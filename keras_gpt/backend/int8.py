@@ -13,13 +13,12 @@ Where the integers are multiplied:
 - PyTorch on CPU: `torch._int_mm` (int8 x int8 -> int32, oneDNN; its
   batch-1 products read a quarter of float32's bytes), in a torch autograd
   Function with the straight-through gradient (`pytorch.int8_linear`).
-- JAX and TensorFlow: as float32 products of the integer values (exact:
-  partial sums stay below 2**24 for these widths). XLA on CPU has no fast
-  int8 or bfloat16 product (its own loops ran 25x slower than its float32
-  GEMV, `tools/int8_products.py`); inside a compiled decoding loop the cast
-  of the int8 kernel is loop-invariant and XLA hoists it, so int8 decoding
-  there runs at float32's speed while the stored weights stay int8.
+- JAX and TensorFlow: `ops.matmul` of the int8 rows and kernel (int32,
+  as Keras' int8 `Dense`), in a `custom_gradient` with the
+  straight-through gradient; one row is padded to two (`_linear_xla`).
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -28,6 +27,9 @@ from keras_gpt.backend import pytorch
 
 # Keras' range for int8 (symmetric; -128 unused).
 INT8_MAX = 127.0
+
+# id(kernel variable) -> its (out, in) copy, while `kernels_transposed`.
+_TRANSPOSED = {}
 
 
 def quantize_weight(kernel, axis=0):
@@ -59,14 +61,16 @@ def dequantize(q, scale, axis=0):
     return ops.divide(ops.cast(q, "float32"), scale)
 
 
-def linear(x, q_kernel, kernel_scale, bias=None):
+def linear(x, q_kernel, kernel_scale, bias=None, transposed=False):
     """`x @ kernel + bias` for a quantized kernel, in Keras' int8 arithmetic.
 
     Args:
         x: (rows, in) float activations; each row is quantized on its own.
-        q_kernel: (in, out) int8 kernel.
+        q_kernel: (in, out) int8 kernel, or (out, in) if `transposed` (an
+            int8 W_E as the tied W_U^T: multiplied as it is stored).
         kernel_scale: (out,) float scales (`kernel ~= q_kernel / scale`).
         bias: Optional (out,) float bias.
+        transposed: Whether `q_kernel` is stored (out, in).
 
     Returns:
         (rows, out) in `x`'s dtype. Rows never interact: a row's result does
@@ -74,32 +78,103 @@ def linear(x, q_kernel, kernel_scale, bias=None):
     """
     from keras import ops
 
+    copy = None if transposed else _TRANSPOSED.get(id(q_kernel))
+    if copy is not None:
+        q_kernel, transposed = copy, True
     q_kernel = ops.convert_to_tensor(q_kernel)
     kernel_scale = ops.cast(kernel_scale, "float32")
     if keras.backend.backend() == "torch":
+        if transposed:
+            q_kernel = ops.transpose(q_kernel)
         y = pytorch.int8_linear(x, q_kernel, kernel_scale)
     else:
-        y = _linear_in_float(x, q_kernel, kernel_scale)
+        y = _linear_xla(x, q_kernel, kernel_scale, transposed)
     y = ops.cast(y, x.dtype)
     return y if bias is None else y + ops.cast(bias, y.dtype)
 
 
-def _linear_in_float(x, q_kernel, kernel_scale):
-    """Per-row quantized `x` times `q_kernel`, both as float32 integers.
+@contextlib.contextmanager
+def kernels_transposed(kernels):
+    """Within, `linear` of these (in, out) int8 kernel variables reads an
+    (out, in) copy made here, once.
 
-    The straight-through gradient comes from `stop_gradient`: the forward
-    value of `xs + stop_gradient(round(xs) - xs)` is exactly `round(xs)`
-    (the difference is exact in float), its gradient is `xs`'s, and the row
-    scale is held constant, so d/dx is the dequantized kernel's product.
+    For JAX's compiled decoding loop: made outside the loop, the copy is
+    loop-invariant, and XLA's library product of a row with an (out, in)
+    int8 matrix ran ~1.45x faster than with the (in, out) one (bench model:
+    int8 decoding at batch 1 went from 1.3x float32's speed to 1.8x).
+    Written inside the loop, XLA would fold the transpose into the product
+    instead. Elsewhere this does nothing: TensorFlow's XLA, given the
+    copies, decoded 5x slower.
     """
     from keras import ops
 
-    x32 = ops.cast(x, "float32")
-    amax = ops.max(ops.abs(x32), axis=-1, keepdims=True)
-    row_scale = ops.stop_gradient(
-        INT8_MAX / (amax + keras.backend.epsilon()))
-    scaled = x32 * row_scale
-    rounded = ops.clip(ops.round(scaled), -INT8_MAX, INT8_MAX)
-    xq = scaled + ops.stop_gradient(rounded - scaled)
-    y = ops.matmul(xq, ops.cast(q_kernel, "float32"))
-    return y / (row_scale * ops.cast(kernel_scale, "float32"))
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    saved = dict(_TRANSPOSED)
+    _TRANSPOSED.update({id(k): ops.transpose(ops.convert_to_tensor(k))
+                        for k in kernels})
+    try:
+        yield
+    finally:
+        _TRANSPOSED.clear()
+        _TRANSPOSED.update(saved)
+
+
+def _linear_xla(x, q_kernel, kernel_scale, transposed):
+    """Per-row quantized `x` times `q_kernel` as an int8 x int8 -> int32
+    product (exact), with Keras' straight-through input gradient.
+
+    XLA on CPU runs integer products of two or more rows through its
+    library contraction (at 2 rows, the 25 products of a bench-model
+    decoding step read int8 and took ~0.65x float32's GEMV time,
+    `tools/int8_products.py`), but a single row through its own loops (~10x
+    slower): one row, as in batch-1 decoding, is padded with a zero row.
+    A transposed kernel is contracted on its second axis, not transposed:
+    inside a decoding loop XLA would hoist the transpose and widen it to
+    int32 outside its library product.
+    """
+    from keras import ops
+
+    @ops.custom_gradient
+    def product(x32, q_kernel, kernel_scale):
+        amax = ops.max(ops.abs(x32), axis=-1, keepdims=True)
+        row_scale = INT8_MAX / (amax + keras.backend.epsilon())
+        q = ops.cast(ops.clip(ops.round(x32 * row_scale), -INT8_MAX,
+                              INT8_MAX), "int8")
+        single = q.shape[0] == 1
+        if single:
+            q = ops.pad(q, [[0, 1], [0, 0]])
+        y = ops.cast(_integer_product(q, q_kernel, transposed), "float32")
+        if single:
+            y = y[:1]
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            if transposed:
+                kernel = dequantize(q_kernel, kernel_scale, axis=-1)
+                return ops.matmul(upstream, kernel), None, None
+            kernel = dequantize(q_kernel, kernel_scale)
+            return ops.matmul(upstream, ops.transpose(kernel)), None, None
+
+        return y / (row_scale * kernel_scale), grad
+
+    return product(ops.cast(x, "float32"), q_kernel, kernel_scale)
+
+
+def _integer_product(q, q_kernel, transposed):
+    """int32 `q @ q_kernel` (or `q @ q_kernel^T`) of int8 operands, the
+    transposed kernel read as stored: `tf.linalg.matmul(transpose_b=True)`
+    on TensorFlow (Keras' einsum there transposes first), a contraction of
+    the second axes on JAX."""
+    from keras import ops
+
+    if not transposed:
+        return ops.matmul(q, q_kernel)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.linalg.matmul(q, q_kernel, transpose_b=True,
+                                output_type=tf.int32)
+    return ops.einsum("ri,oi->ro", q, q_kernel)

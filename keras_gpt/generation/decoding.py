@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from keras_gpt import backend as backend_lib
+from keras_gpt.backend import int8
 from keras_gpt.generation.samplers import next_tokens, row_keys
 from keras_gpt.generation.torch_decoder import TorchDecoder
 
@@ -72,6 +73,13 @@ def _lean_decoder(model):
     if keras.backend.backend() != "torch":
         return None
     return TorchDecoder.for_model(model)
+
+
+def int8_kernels(model):
+    """The (in, out) int8 kernels of `model`'s projections."""
+    return [layer._kernel for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.Dense)
+            and layer.quantization_mode == "int8"]
 
 
 def _variable_ids(model):
@@ -219,6 +227,8 @@ class _Decoder:
         else:
             init_cache = model.init_cache
             cached_step = model.call_with_cache
+        # int8 kernels the loop reads transposed (`int8.kernels_transposed`).
+        transposed = [] if self.lean is not None else int8_kernels(model)
 
         def prefill(prefix, tokens, start, consts):
             self.traces += 1
@@ -282,6 +292,10 @@ class _Decoder:
                 state["t"] = t + 1
                 return state
 
+            with int8.kernels_transposed(transposed):
+                return loops(state, t_stop, body, until, segmented)
+
+        def loops(state, t_stop, body, until, segmented):
             total = state["tokens"].shape[1]
             if not (segmented and use_cache and self.lean is None):
                 return ops.while_loop(until(t_stop), body, state)

@@ -75,8 +75,8 @@ class Unembedding(keras.layers.Layer):
             raise ValueError("An int8 W_E needs its `embeddings_scale`.")
         elif embeddings_scale is not None:  # an int8 W_E
             product = functools.partial(
-                int8.linear, q_kernel=ops.transpose(embeddings),
-                kernel_scale=embeddings_scale)
+                int8.linear, q_kernel=embeddings,
+                kernel_scale=embeddings_scale, transposed=True)
         else:
             product = functools.partial(backend_lib.linear, kernel=(
                 ops.transpose(ops.cast(embeddings, inputs.dtype))))

@@ -26,11 +26,20 @@ print(json.dumps({"used": used}))
 """
 
 
+def _without_cache_settings(environ):
+    """`environ` less a cache folder that an in-process `keras-gpt train`
+    of an earlier test on this worker set (TensorFlow's lives in
+    TF_XLA_FLAGS): the child would take it for the user's choice."""
+    return {k: v for k, v in environ.items()
+            if k not in ("TF_XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
+
+
 def _run(folder, **env):
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(folder)], capture_output=True,
         text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+        env={**_without_cache_settings(os.environ),
+             "TF_CPP_MIN_LOG_LEVEL": "2", **env})
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])["used"]
 
