@@ -12,10 +12,6 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# As `keras-gpt bench` (keras_gpt.commands.console.size_threads): OpenMP
-# threads that sleep while they wait, unless you chose.
-if "GOMP_SPINCOUNT" not in os.environ:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_gpt.bench import main  # noqa: E402

@@ -9,9 +9,10 @@ policy is an environment variable, read when PyTorch's OpenMP starts, so
 each setting gets its own process:
 
 - default: OMP_WAIT_POLICY unset (libgomp spins about 300,000 times
-  before it sleeps);
-- passive: OMP_WAIT_POLICY=PASSIVE (what the `keras-gpt` command sets
-  unless you set it; see `keras_gpt.commands.console.size_threads`).
+  before it sleeps), what the `keras-gpt` command leaves (see
+  `keras_gpt.commands.console.size_threads`);
+- passive: OMP_WAIT_POLICY=PASSIVE (no spinning at all);
+- spin10k: GOMP_SPINCOUNT=10000 (a short spin, then sleep).
 
     KERAS_BACKEND=torch .venv/bin/python tools/contention.py \
         --config baby --compete 0,1 --policies default,passive
@@ -31,7 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-POLICIES = {"default": None, "passive": "PASSIVE"}
+POLICIES = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "spin10k": {"GOMP_SPINCOUNT": "10000"}}
 
 
 def _child(args):
@@ -62,9 +64,9 @@ def _compete(count):
 
 
 def _measure(args, policy, competitors):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if POLICIES[policy]:
-        env["OMP_WAIT_POLICY"] = POLICIES[policy]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(POLICIES[policy])
     busy = _compete(competitors)
     try:
         time.sleep(0.5 if busy else 0)

@@ -15,8 +15,7 @@ environment and stderr as they are):
   stderr file descriptor, before `TF_CPP_MIN_LOG_LEVEL` is read; a
   command line that prints one line per error hides them
   (`quiet_native_stderr`).
-- Threads sized to the cores this process may use, and OpenMP threads that
-  sleep rather than spin while they wait (`size_threads`).
+- Threads sized to the cores this process may use (`size_threads`).
 """
 
 import math
@@ -76,24 +75,24 @@ def size_threads(environ=None, cores=None):
     """Thread settings for TensorFlow, XLA and PyTorch (environment
     variables they read when they load); any you set yourself stand.
 
-    - Intra-op threads = `usable_cores()` when a cgroup quota leaves fewer
-      cores than the affinity mask (the frameworks size their pools by the
-      mask: 64 threads for 2 cores in a container on a big host).
-    - `OMP_WAIT_POLICY=PASSIVE` (PyTorch's OpenMP): between parallel
-      regions a waiting thread sleeps instead of spinning. When another
-      process shares the cores, a spinning thread burns the time its
-      descheduled partner needs: nanoGPT's baby config trained at 541 and
-      445 ms per step on PyTorch with spinning and 101 and 139 ms with
-      passive waits (two runs, 2 cores shared with other jobs;
-      `tools/contention.py`).
+    Intra-op threads = `usable_cores()` when a cgroup quota leaves fewer
+    cores than the affinity mask (the frameworks size their pools by the
+    mask: 64 threads for 2 cores in a container on a big host).
+
+    PyTorch's OpenMP threads keep libgomp's default wait (they spin a
+    while before they sleep). Sleeping at once (`OMP_WAIT_POLICY=PASSIVE`)
+    helps only where other jobs share the cores, and costs a quiet machine
+    dearly: on a quiet 2-core AVX2 EPYC (2026-12-06) nanoGPT's baby config
+    trained at 6,546 tokens/s passive against 11,065 spinning, and the
+    bench model decoded 110 against 173 tokens/s at batch 1; with one
+    competing busy process, 6,633 passive against 3,499 spinning
+    (`tools/contention.py`). On shared cores, set it yourself.
 
     Returns the variables it set.
     """
     environ = os.environ if environ is None else environ
     cores = usable_cores() if cores is None else cores
     settings = {}
-    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
-        settings["OMP_WAIT_POLICY"] = "PASSIVE"
     affinity = len(os.sched_getaffinity(0)) if hasattr(
         os, "sched_getaffinity") else os.cpu_count() or 1
     if cores < affinity:
