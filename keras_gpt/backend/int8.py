@@ -99,12 +99,12 @@ def kernels_transposed(kernels):
     (out, in) copy made here, once.
 
     For JAX's compiled decoding loop: made outside the loop, the copy is
-    loop-invariant, and XLA's library product of a row with an (out, in)
-    int8 matrix ran ~1.45x faster than with the (in, out) one (bench model:
-    int8 decoding at batch 1 went from 1.3x float32's speed to 1.8x).
-    Written inside the loop, XLA would fold the transpose into the product
-    instead. Elsewhere this does nothing: TensorFlow's XLA, given the
-    copies, decoded 5x slower.
+    loop-invariant, and XLA's library product reads an (out, in) int8
+    matrix faster than an (in, out) one (the 25 products of a bench-model
+    step: 1.15 against 1.38 ms, `tools/int8_products.py`). Written inside
+    the loop, XLA would fold the transpose into the product instead.
+    Elsewhere this does nothing: TensorFlow's XLA widened such copies to
+    int32 outside its library product, and decoded several times slower.
     """
     from keras import ops
 

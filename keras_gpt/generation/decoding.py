@@ -75,7 +75,7 @@ def _lean_decoder(model):
     return TorchDecoder.for_model(model)
 
 
-def int8_kernels(model):
+def _int8_kernels(model):
     """The (in, out) int8 kernels of `model`'s projections."""
     return [layer._kernel for layer in model._flatten_layers()
             if isinstance(layer, keras.layers.Dense)
@@ -228,7 +228,7 @@ class _Decoder:
             init_cache = model.init_cache
             cached_step = model.call_with_cache
         # int8 kernels the loop reads transposed (`int8.kernels_transposed`).
-        transposed = [] if self.lean is not None else int8_kernels(model)
+        transposed = [] if self.lean is not None else _int8_kernels(model)
 
         def prefill(prefix, tokens, start, consts):
             self.traces += 1
