@@ -83,10 +83,12 @@ def size_threads(environ=None, cores=None):
     while before they sleep). Sleeping at once (`OMP_WAIT_POLICY=PASSIVE`)
     helps only where other jobs share the cores, and costs a quiet machine
     dearly: on a quiet 2-core AVX2 EPYC (2026-12-06) nanoGPT's baby config
-    trained at 6,546 tokens/s passive against 11,065 spinning, and the
-    bench model decoded 110 against 173 tokens/s at batch 1; with one
-    competing busy process, 6,633 passive against 3,499 spinning
-    (`tools/contention.py`). On shared cores, set it yourself.
+    trained at 6,546 tokens/s passive against 11,065 spinning
+    (`tools/contention.py`), and the bench model decoded at 120-132
+    against 203 tokens/s at batch 1 (float32 rows of `keras-gpt bench
+    --quantize int8`); with one competing busy process, the baby config
+    trained at 6,633 tokens/s passive against 3,499 spinning. On shared
+    cores, set it yourself.
 
     Returns the variables it set.
     """
