@@ -10,13 +10,17 @@ The 25 matrices one decoding step reads (6 layers x [qkv, out, up, down]
   and (out, in) as the JAX decoding loop reads it; float32 x int8 cast in
   the product.
 - PyTorch on CPU: float32 on oneDNN packed weights (what the torch decoder
-  runs) and `torch._int_mm` int8 x int8 -> int32 (column-major kernel).
+  runs), `torch._int_mm` int8 x int8 -> int32 (column-major kernel, what
+  it runs for int8), and two it does not: weight-only
+  `torch._weight_int8pack_mm`, and fbgemm's dynamic int8 linear (its
+  activations quantized otherwise than Keras').
 
     .venv/bin/python tools/int8_products.py [--rounds 7]
 """
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 
@@ -94,9 +98,33 @@ def torch_cpu(rounds):
         for (k, _), w in zip(SHAPES, ints):
             torch._int_mm(xq[k], w)
 
+    # Weight-only int8 (float row x int8 (out, in) kernel, scale per
+    # output channel), exact but for float rounding.
+    scales = [torch.rand(n, generator=generator) + 0.5 for _, n in SHAPES]
+
+    def weight_only():
+        for (k, _), w, c in zip(SHAPES, ints, scales):
+            torch._weight_int8pack_mm(x[k], w.T, c)
+
+    # fbgemm's dynamic int8 linear: the row quantized asymmetrically per
+    # tensor (uint8), not as Keras' symmetric per-row int8, so not exact;
+    # and its quantized tensors are deprecated in torch 2.13.
+    torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        prepacked = [torch.ops.quantized.linear_prepack(
+            torch.quantize_per_channel(
+                w.T.float(), c, torch.zeros(len(c), dtype=torch.long), 0,
+                torch.qint8), None) for w, c in zip(ints, scales)]
+
+    def fbgemm():
+        for (k, _), p in zip(SHAPES, prepacked):
+            torch.ops.quantized.linear_dynamic(x[k], p, False)
+
     with torch.inference_mode():
-        return _best({"float32 oneDNN": onednn, "int8 torch._int_mm": int_mm},
-                     rounds)
+        return _best({"float32 oneDNN": onednn, "int8 torch._int_mm": int_mm,
+                      "torch._weight_int8pack_mm": weight_only,
+                      "fbgemm linear_dynamic (not exact)": fbgemm}, rounds)
 
 
 def main():
