@@ -97,6 +97,10 @@ def _instrument(phases, marks):
             self._mark("epoch_begin")
 
         def on_test_begin(self, logs=None):
+            # Training steps may still be running (JAX dispatches them
+            # asynchronously): wait for the last one, so that they count
+            # as steps, not as evaluation.
+            keras.ops.convert_to_numpy(self.model.trainable_variables[0])
             self._mark("test_begin")
 
         def on_test_end(self, logs=None):
