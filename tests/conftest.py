@@ -41,6 +41,26 @@ def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Warns if `--dist loadgroup` did not group the tests: each
+    xdist_group's module fixtures are then built on every worker (pytest
+    9.2 ignores the `_nodeid` that pytest-xdist 3.8 sets; see
+    tools/requirements-test.txt)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in items
+            if item.get_closest_marker("xdist_group")
+            and "@" not in item.nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        import warnings
+
+        warnings.warn(pytest.PytestWarning(
+            f"--dist loadgroup did not group {len(lost)} tests ({lost[0]}, "
+            f"...): pytest {pytest.__version__} with this pytest-xdist "
+            "ignores xdist_group; install tools/requirements-test.txt."))
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(1234)

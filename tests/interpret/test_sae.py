@@ -14,6 +14,8 @@ from keras_gpt.interpret.sae_training import (activations_at, evaluate_sae,
 from keras_gpt.training import compile_for_pretraining
 from tests.conftest import to_numpy
 
+# One worker runs this module (--dist loadgroup): `trained` is built once.
+pytestmark = pytest.mark.xdist_group("sae")
 VOCAB, CONTEXT, D_MODEL = 32, 16, 32
 
 
