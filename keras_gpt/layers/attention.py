@@ -229,7 +229,12 @@ class CausalSelfAttention(keras.layers.Layer):
         scores = ops.matmul(queries, keys) / math.sqrt(self.d_head)
         visible = ops.arange(stop)[None, :] <= ops.arange(start, stop)[:, None]
         scores = ops.where(visible, scores, float(np.finfo("float32").min))
-        weights = ops.softmax(scores, axis=-1)
+        if scores.shape[-1] == 1:
+            # One position sees only itself: weight 1 (what the softmax
+            # gives; Keras' softmax warns about an axis of size 1).
+            weights = ops.ones_like(scores)
+        else:
+            weights = ops.softmax(scores, axis=-1)
         return ops.matmul(ops.cast(weights, values.dtype), values), weights
 
     def get_config(self):

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -84,6 +86,25 @@ def test_attention_matches_the_seed_formula():
     reference = np.concatenate(heads, -1) @ o_w + o_b
     np.testing.assert_allclose(to_numpy(out), reference, atol=1e-5)
     np.testing.assert_allclose(fused, reference, atol=1e-5)
+
+
+def test_one_position_attends_to_itself_without_a_warning():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 1, 8)).astype("float32")
+    attention = CausalSelfAttention(n_heads=2, d_head=4)
+    attention.build(x.shape)
+    for weight in attention.weights:
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, weights = attention(x, return_attention_weights=True)
+        plain = to_numpy(attention(x))
+    assert not [w for w in caught if "softmax" in str(w.message)], caught
+    np.testing.assert_array_equal(to_numpy(weights), np.ones((2, 2, 1, 1)))
+    qkv_w, qkv_b, o_w, o_b = (to_numpy(w) for w in attention.weights)
+    value = np.split(x @ qkv_w + qkv_b, 3, axis=-1)[2]
+    np.testing.assert_allclose(to_numpy(out), value @ o_w + o_b, atol=1e-5)
+    np.testing.assert_allclose(plain, value @ o_w + o_b, atol=1e-5)
 
 
 def test_attention_in_blocks_matches_the_full_score_matrix():
