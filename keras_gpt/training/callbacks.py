@@ -240,6 +240,7 @@ class Samples(keras.callbacks.Callback):
         self.prompts = list(prompts)
         self.kwargs = dict(max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, seed=seed)
+        self._said_no_room = False
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_gpt.generation import generate
@@ -247,8 +248,15 @@ class Samples(keras.callbacks.Callback):
         if not self.prompts:
             return
         # An empty prompt starts from end-of-text, which takes a position.
-        budget = self.model.config.context_length - max(
+        context = self.model.config.context_length
+        budget = context - max(
             max(1, len(self.tokenizer.encode(p))) for p in self.prompts)
+        if budget < 1:  # e.g. --context-length 1: said once, not sampled
+            if not self._said_no_room:
+                print(f"\n--- no samples: context_length {context} leaves no "
+                      "position after the prompt", flush=True)
+                self._said_no_room = True
+            return
         # A small (e.g. char) vocabulary may have fewer ids than top_k.
         top_k = self.kwargs["top_k"]
         kwargs = {**self.kwargs,
@@ -257,6 +265,7 @@ class Samples(keras.callbacks.Callback):
                                          self.model.config.vocab_size)}
         texts = generate(self.model, self.prompts, tokenizer=self.tokenizer,
                          **kwargs)
+        print()  # Keras' progress bar ends its line after the callbacks
         for prompt, text in zip(self.prompts, texts):
             print(f"--- sample: {prompt!r} ->\n{prompt}{text}\n", flush=True)
 

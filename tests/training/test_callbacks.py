@@ -104,3 +104,21 @@ def test_a_non_finite_loss_stops_fit_naming_the_step(tmp_path):
         "The training loss became nan at step 2: training stopped; "
         f"{tmp_path / 'model.keras'} keeps the last finite checkpoint.")
     assert ended == []  # no epoch end: no evaluation, no checkpoint
+
+
+@pytest.mark.backend_independent
+def test_samples_say_once_that_a_one_position_context_has_no_room(capsys):
+    """`keras-gpt train --context-length 1` trains (a bigram model); its
+    sampled continuations are skipped with one line, not an error that
+    stops the run after its first evaluation."""
+    from keras_gpt.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.train(["abc"])
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=1,
+                          n_layers=1, n_heads=1, d_model=8))
+    samples = run_callbacks.Samples(tokenizer, ["", ""])
+    samples.set_model(model)
+    samples.on_epoch_end(0)
+    samples.on_epoch_end(1)
+    out = capsys.readouterr().out
+    assert out.count("no samples: context_length 1 leaves no position") == 1
