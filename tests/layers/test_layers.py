@@ -60,16 +60,21 @@ def test_mlp_uses_tanh_gelu():
     np.testing.assert_allclose(out, gelu @ down, rtol=1e-5, atol=1e-6)
 
 
-def test_attention_matches_the_seed_formula():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 5, 8)).astype("float32")
+def _attention(rng, length):
+    """Inputs (2, length, 8) and 2-head attention with N(0, 0.5) weights:
+    far from the 0.02-wide initial ones, which give nearly uniform softmax
+    weights and outputs near zero, where a wrong scale in the fused path
+    stayed within the tolerance."""
+    x = rng.normal(size=(2, length, 8)).astype("float32")
     attention = CausalSelfAttention(n_heads=2, d_head=4)
     attention.build(x.shape)
-    # Weights far from their 0.02-wide initial ones: those give nearly
-    # uniform softmax weights and outputs near zero, where a wrong scale in
-    # the fused path stayed within the tolerance.
     for weight in attention.weights:
         weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
+    return x, attention
+
+
+def test_attention_matches_the_seed_formula():
+    x, attention = _attention(np.random.default_rng(0), 5)
     out, weights = attention(x, return_attention_weights=True)
     fused = to_numpy(attention(x))  # SDPA on torch; matmuls on CPU jax/tf
     qkv_w, qkv_b, o_w, o_b = (to_numpy(w) for w in attention.weights)
@@ -89,12 +94,7 @@ def test_attention_matches_the_seed_formula():
 
 
 def test_one_position_attends_to_itself_without_a_warning():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, 1, 8)).astype("float32")
-    attention = CausalSelfAttention(n_heads=2, d_head=4)
-    attention.build(x.shape)
-    for weight in attention.weights:
-        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    x, attention = _attention(np.random.default_rng(1), 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out, weights = attention(x, return_attention_weights=True)
