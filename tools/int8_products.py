@@ -8,12 +8,14 @@ The 25 matrices one decoding step reads (6 layers x [qkv, out, up, down]
   (XLA's own loops); the same with the row padded to two (XLA's library
   product, what `keras_gpt.backend.int8` runs), kernel (in, out) as stored
   and (out, in) as the JAX decoding loop reads it; float32 x int8 cast in
-  the product.
+  the product; the (out, in) kernel on the left of one column.
 - PyTorch on CPU: float32 on oneDNN packed weights (what the torch decoder
   runs), `torch._int_mm` int8 x int8 -> int32 (column-major kernel, what
-  it runs for int8), and two it does not: weight-only
-  `torch._weight_int8pack_mm`, and fbgemm's dynamic int8 linear (its
-  activations quantized otherwise than Keras').
+  it runs for int8), and three it does not: weight-only
+  `torch._weight_int8pack_mm`, fbgemm's dynamic int8 linear (its
+  activations quantized otherwise than Keras'), and the integers as
+  float16 (half of float32's bytes; its float16 output rounds: timing
+  only).
 
     .venv/bin/python tools/int8_products.py [--rounds 7]
 """
@@ -74,6 +76,11 @@ def xla(rounds):
             lambda r, w: padded(r, w, 1), transposed, xq, axis=1),
         "float32 x int8 (cast in the product)": chain(
             lambda r, w: r @ w.astype(jnp.float32), ints, x),
+        # The kernel on the left, times one column: XLA's own loops again.
+        "int8, (out, in) kernel x 1 column": chain(
+            lambda r, w: jax.lax.dot_general(
+                w, r, (((1,), (1,)), ((), ())),
+                preferred_element_type=jnp.int32), transposed, xq, axis=1),
     }
     return _best(runs, rounds)
 
@@ -121,10 +128,21 @@ def torch_cpu(rounds):
         for (k, _), p in zip(SHAPES, prepacked):
             torch.ops.quantized.linear_dynamic(x[k], p, False)
 
+    # The integers as float16 products: the inputs are exact (|q| <= 127),
+    # but the float16 output rounds (11-bit mantissa) and, unscaled,
+    # overflows above 65504: a speed reference, not a usable product.
+    halves = [w.T.contiguous().half() for w in ints]
+    xh = {k: v.half() for k, v in xq.items()}
+
+    def float16():
+        for (k, _), w in zip(SHAPES, halves):
+            torch.nn.functional.linear(xh[k], w)
+
     with torch.inference_mode():
         return _best({"float32 oneDNN": onednn, "int8 torch._int_mm": int_mm,
                       "torch._weight_int8pack_mm": weight_only,
-                      "fbgemm linear_dynamic (not exact)": fbgemm}, rounds)
+                      "fbgemm linear_dynamic (not exact)": fbgemm,
+                      "integers as float16, F.linear": float16}, rounds)
 
 
 def main():
