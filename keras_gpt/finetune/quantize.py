@@ -6,6 +6,7 @@ from pathlib import Path
 
 from keras_gpt.checkpoints import load_model
 from keras_gpt.files import run_model_file, run_tokenizer_dir
+from keras_gpt.training.run_dir import RunDir
 
 MODES = ("int8",)
 
@@ -63,7 +64,7 @@ def quantize_run(run_dir, out, mode="int8"):
     model.quantize(mode)
     options = {}
     if (run_dir / "run.json").is_file():
-        options = json.loads((run_dir / "run.json").read_text())
+        options = RunDir(run_dir).stored_options()
     for key in ("lora_rank", "lora_alpha", "lora_targets"):
         options.pop(key, None)
     options.update(quantized=mode, quantized_from=str(run_dir.resolve()),

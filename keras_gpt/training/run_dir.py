@@ -99,7 +99,13 @@ class RunDir:
                 "--resume (the leftovers are cleared).")
 
     def stored_options(self):
-        return json.loads((self.path / "run.json").read_text())
+        path = self.path / "run.json"
+        try:
+            return json.loads(path.read_text())
+        except ValueError as error:  # damaged by hand or another tool
+            raise ValueError(f"{path} is not valid JSON ({error}): restore "
+                             "it, or start a new run with another --out."
+                             ) from None
 
     def clean_leftovers(self):
         """Removes the temporary files a killed writer left."""

@@ -167,3 +167,11 @@ def test_an_unfinished_set_up_is_cleared_by_a_new_run(tmp_path, corpus,
     assert "already holds files that are not a keras-gpt run" in \
         capsys.readouterr().err
     assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.backend_independent
+def test_a_damaged_run_json_is_named(tmp_path):
+    (tmp_path / "run.json").write_text("{bad")
+    with pytest.raises(ValueError, match=r"run\.json is not valid JSON .*"
+                                         r"restore it"):
+        RunDir(tmp_path).stored_options()
