@@ -10,6 +10,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh || exit 1
 export TF_CPP_MIN_LOG_LEVEL=2
+# The tests' programs are tiny: XLA compiles them (JAX, TensorFlow) without
+# LLVM's code optimisations, which took longer than running them, and JAX
+# keeps each program for this run in one folder, so both workers and the
+# processes tests start compile a shape once (tools/test.sh on 2 cores:
+# see the README's Tests section for the times).
+export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_backend_optimization_level=0"
+cache=$(mktemp -d)
+trap 'rm -rf "$cache"' EXIT
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$cache/jax}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 status=0
 for backend in tensorflow jax torch; do
   if [ "$backend" = torch ]; then
