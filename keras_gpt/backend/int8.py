@@ -14,9 +14,9 @@ Where the integers are multiplied:
   batch-1 products read a quarter of float32's bytes), in a torch autograd
   Function with the straight-through gradient (`pytorch.int8_linear`).
   PyTorch's decoder (`keras_gpt.generation.torch_decoder`) does so only
-  where VNNI or AMX makes it fast; elsewhere it multiplies the same
-  integers in float32, packed for oneDNN (the same results: int8 products
-  summed in float32 are exact below 2**24).
+  where VNNI or AMX makes it fast; elsewhere it multiplies the quantized
+  rows by the kernels dequantized to float32 and packed for oneDNN (the
+  same results up to float32 rounding).
 - JAX and TensorFlow: `ops.matmul` of the int8 rows and kernel (int32,
   as Keras' int8 `Dense`), in a `custom_gradient` with the
   straight-through gradient; one row is padded to two (`_linear_xla`).
