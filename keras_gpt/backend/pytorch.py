@@ -206,15 +206,18 @@ def onednn_linear_available():
 
 # int8 products (`keras_gpt.backend.int8`) ----------------------------------
 
-def quantize_rows(x):
+def quantize_rows(x, as_int8=True):
     """Per-row symmetric int8 quantization, as Keras' `AbsMaxQuantizer`:
-    `(q int8, scale float32 (rows, 1))` with `x ~= q / scale`."""
+    `(q, scale float32 (rows, 1))` with `x ~= q / scale`; `q` int8, or its
+    integers as float32 (`as_int8=False`). Keras' clip to [-127, 127] is
+    left out: |x| * 127 / (max|x| + 1e-7) is below 127 already."""
     import torch
 
     x = x.float()
-    scale = 127.0 / (x.abs().amax(dim=-1, keepdim=True) + 1e-7)
-    q = torch.round(x * scale).clamp_(-127.0, 127.0).to(torch.int8)
-    return q, scale
+    amax = torch.linalg.vector_norm(x, float("inf"), -1, keepdim=True)
+    scale = 127.0 / amax.add_(1e-7)
+    q = x.mul(scale).round_()
+    return (q.to(torch.int8) if as_int8 else q), scale
 
 
 def int8_products_are_fast():

@@ -289,11 +289,7 @@ class TorchDecoder:
         if kind == "int8":
             rows = x.reshape(-1, x.shape[-1])
             if isinstance(kernel, tuple):  # dequantized, packed: few ops
-                rows = rows.float()
-                amax = torch.linalg.vector_norm(rows, float("inf"), -1,
-                                                keepdim=True)  # max |x|
-                row_scale = amax.add_(1e-7).reciprocal_().mul_(127.0)
-                q = rows.mul(row_scale).round_().clamp_(-127.0, 127.0)
+                q, row_scale = pytorch.quantize_rows(rows, as_int8=False)
                 y = TorchDecoder._dense(q, kernel)
                 y = (y.div_(row_scale) if bias is None
                      else torch.addcdiv(bias.float(), y, row_scale))
