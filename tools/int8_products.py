@@ -11,11 +11,12 @@ The 25 matrices one decoding step reads (6 layers x [qkv, out, up, down]
   the product; the (out, in) kernel on the left of one column.
 - PyTorch on CPU: float32 on oneDNN packed weights (what the torch decoder
   runs), `torch._int_mm` int8 x int8 -> int32 (column-major kernel, what
-  it runs for int8), and three it does not: weight-only
-  `torch._weight_int8pack_mm`, fbgemm's dynamic int8 linear (its
-  activations quantized otherwise than Keras'), and the integers as
-  float16 (half of float32's bytes; its float16 output rounds: timing
-  only).
+  it runs for int8 on CPUs with VNNI or AMX), weight-only
+  `torch._weight_int8pack_mm` with the row in bfloat16 (what it runs
+  elsewhere, up to 4 rows) and in float32, and two it does not: fbgemm's
+  dynamic int8 linear (its activations quantized otherwise than Keras'),
+  and the integers as float16 (half of float32's bytes; its float16
+  output rounds: timing only).
 
     .venv/bin/python tools/int8_products.py [--rounds 7]
 """
@@ -106,12 +107,19 @@ def torch_cpu(rounds):
             torch._int_mm(xq[k], w)
 
     # Weight-only int8 (float row x int8 (out, in) kernel, scale per
-    # output channel), exact but for float rounding.
+    # output channel): exact but for float rounding in float32, the row
+    # and result rounded in bfloat16.
     scales = [torch.rand(n, generator=generator) + 0.5 for _, n in SHAPES]
+    xb = {k: v.bfloat16() for k, v in x.items()}
+    scales_b = [c.bfloat16() for c in scales]
 
     def weight_only():
         for (k, _), w, c in zip(SHAPES, ints, scales):
             torch._weight_int8pack_mm(x[k], w.T, c)
+
+    def weight_only_bfloat16():
+        for (k, _), w, c in zip(SHAPES, ints, scales_b):
+            torch._weight_int8pack_mm(xb[k], w.T, c)
 
     # fbgemm's dynamic int8 linear: the row quantized asymmetrically per
     # tensor (uint8), not as Keras' symmetric per-row int8, so not exact;
@@ -140,7 +148,8 @@ def torch_cpu(rounds):
 
     with torch.inference_mode():
         return _best({"float32 oneDNN": onednn, "int8 torch._int_mm": int_mm,
-                      "torch._weight_int8pack_mm": weight_only,
+                      "_weight_int8pack_mm, bfloat16 row": weight_only_bfloat16,
+                      "_weight_int8pack_mm, float32 row": weight_only,
                       "fbgemm linear_dynamic (not exact)": fbgemm,
                       "integers as float16, F.linear": float16}, rounds)
 

@@ -14,9 +14,10 @@ Where the integers are multiplied:
   batch-1 products read a quarter of float32's bytes), in a torch autograd
   Function with the straight-through gradient (`pytorch.int8_linear`).
   PyTorch's decoder (`keras_gpt.generation.torch_decoder`) does so only
-  where VNNI or AMX makes it fast; elsewhere it multiplies the quantized
-  rows by the kernels dequantized to float32 and packed for oneDNN (the
-  same results up to float32 rounding).
+  where VNNI or AMX makes it fast; elsewhere it is weight-only int8 (the
+  rows not quantized): up to 4 rows, bfloat16 rows times the int8 kernel
+  (`pytorch.weight_only_int8_matmul`), beyond, float32 rows times the
+  kernel dequantized to float32 and packed for oneDNN.
 - JAX and TensorFlow: `ops.matmul` of the int8 rows and kernel (int32,
   as Keras' int8 `Dense`), in a `custom_gradient` with the
   straight-through gradient; one row is padded to two (`_linear_xla`).

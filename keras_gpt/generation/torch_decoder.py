@@ -252,52 +252,67 @@ class TorchDecoder:
         return torch.ops.mkldnn._reorder_linear_weight(kernel.T.contiguous())
 
     def _int8_linear(self, q_kernel, scale, bias, low_rank, transposed=False):
-        """What `_dense` needs for an int8 kernel: the kernel in the layout
-        its product reads, made once until the weight changes, the bias,
+        """What `_dense` needs for an int8 kernel: the kernel in the layouts
+        its products read, made once until the weight changes, the bias,
         its scales, and the LoRA factors (A, B, alpha / rank) or None.
 
-        Where `torch._int_mm` is fast (`pytorch.int8_products_are_fast`),
-        the kernel column-major (its fast layout; a transposed W_E already
-        is). Elsewhere the kernel dequantized (q / scale) to float32 and
-        packed like a float kernel (`_linear`): the quantized rows times it
-        are Keras' int8 results up to float32 rounding (~1e-6 relative),
-        at about float32's speed instead of half of it or less.
+        Where `torch._int_mm` is fast (`pytorch.int8_products_are_fast`:
+        VNNI or AMX), Keras' int8 arithmetic (the rows quantized too), the
+        kernel column-major (its fast layout; a transposed W_E already is).
+        Elsewhere int8 products are slower than float32 ones, so the
+        decoder is weight-only int8, as torchao's `int8_weight_only` and
+        gpt-fast: float rows times the int8 kernel's values q / scale.
+        Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) the
+        product reads the int8 kernel itself (`weight_only_int8_matmul`,
+        bfloat16 rows and result); beyond, the kernel dequantized to
+        float32 once and packed like a float kernel (`_linear`).
         """
+        import torch
+
         q = q_kernel.value.detach()
         scale = scale.value.detach()
         fast = pytorch.int8_products_are_fast()
-        key = (q.data_ptr(), tuple(q.shape), "int8" if fast else "int8f")
+        key = (q.data_ptr(), tuple(q.shape), "int8" if fast else "int8w")
         cached = self._packed.get(key)
         if cached is None or cached[0] != q._version:
-            kernel = q.T if transposed else q  # (in, out)
-            if not fast:
-                kernel = kernel.float() / scale
-                kernel = (("onednn", self._pack(kernel), None)
-                          if self._packable(kernel)
-                          else ("addmm", kernel, None))
-            elif not transposed:
-                kernel = kernel.T.contiguous().T
+            if fast:
+                kernel = q.T if transposed else q.T.contiguous().T
+            else:
+                dequantized = (q.T if transposed else q).float() / scale
+                dequantized = (("onednn", self._pack(dequantized))
+                               if self._packable(dequantized)
+                               else ("addmm", dequantized))
+                rows_kernel = None
+                if pytorch.weight_only_int8_available():
+                    rows_kernel = (q if transposed else q.T.contiguous(),
+                                   torch.ones(scale.shape[-1],
+                                              dtype=torch.bfloat16))
+                kernel = (dequantized, rows_kernel)
             cached = (q._version, kernel)
         self._fresh_packs[key] = cached
-        return ("int8", cached[1], bias, scale, low_rank)
+        return ("int8" if fast else "int8w", cached[1], bias, scale,
+                low_rank)
 
     @staticmethod
     def _dense(x, params):
         import torch
 
         kind, kernel, bias = params[:3]
-        if kind == "int8":
+        if kind in ("int8", "int8w"):
             rows = x.reshape(-1, x.shape[-1])
-            if isinstance(kernel, tuple):  # dequantized, packed: few ops
-                q, row_scale = pytorch.quantize_rows(rows, as_int8=False)
-                y = TorchDecoder._dense(q, kernel)
-                y = (y.div_(row_scale) if bias is None
-                     else torch.addcdiv(bias.float(), y, row_scale))
-            else:
+            if kind == "int8":
                 q, row_scale = pytorch.quantize_rows(rows)
                 y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
                 if bias is not None:
                     y = y + bias
+            elif (kernel[1] is not None
+                  and len(rows) <= pytorch.WEIGHT_ONLY_MAX_ROWS):
+                y = pytorch.weight_only_int8_matmul(rows, *kernel[1])
+                y = (torch.div(y, params[3]) if bias is None  # to float32
+                     else torch.addcdiv(bias.float(), y, params[3]))
+            else:
+                y = TorchDecoder._dense(rows.float(), kernel[0] + (
+                    None if bias is None else bias.float(),))
             if params[4] is not None:
                 a, b, factor = params[4]
                 y = y + factor * ((rows.float() @ a) @ b)

@@ -41,15 +41,44 @@ def test_torch_lean_decoder_matches_keras(overrides):
     np.testing.assert_allclose(to_numpy(logits), to_numpy(m(x)), atol=1e-5)
 
 
+def _dequantized(int8_model, float_weights, x):
+    """A float GPT holding `int8_model`'s weights as its int8 values
+    (q / scale) and its LoRA factors: the function weight-only int8
+    products compute."""
+    ref = GPT(int8_model.config)
+    ref(x)
+    ref.set_weights(float_weights)
+    for a, b in zip(int8_model._flatten_layers(), ref._flatten_layers()):
+        if getattr(a, "quantization_mode", None) != "int8":
+            continue
+        if hasattr(b, "embeddings"):  # W_E: a scale per token
+            b.embeddings.assign(to_numpy(a.embeddings)
+                                / to_numpy(a.embeddings_scale)[:, None])
+        else:
+            q = a._kernel if hasattr(a, "_kernel") else a.kernel
+            b.kernel.assign(to_numpy(q) / to_numpy(a.kernel_scale))
+    ref.enable_lora(2)
+    factors = [[v for v in model.variables if "lora" in v.path]
+               for model in (int8_model, ref)]
+    for a, b in zip(*factors):
+        assert a.path.split("/")[-2:] == b.path.split("/")[-2:]
+        b.assign(a)
+    return ref
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch",
                     reason="the lean decoder is PyTorch's")
 @pytest.mark.parametrize("overrides", [
     dict(), dict(tie_embeddings=False, positions="rotary")])
-def test_int8_decoder_matches_the_keras_int8_model(overrides, monkeypatch):
-    """Both int8 product paths (`torch._int_mm` where VNNI or AMX makes it
-    fast, float32 products of the integers elsewhere) compute Keras' int8
-    arithmetic: the decoder's logits are the quantized model's, with a
-    LoRA on the quantized base too."""
+def test_int8_decoder_paths_match_their_arithmetic(overrides, monkeypatch):
+    """The decoder's three int8 product paths, with a LoRA on the quantized
+    base. `torch._int_mm` (CPUs with VNNI or AMX) computes Keras' int8
+    arithmetic: the quantized model's logits. Elsewhere weight-only int8:
+    the logits of a float model holding the int8 values, exactly where
+    the kernels are dequantized to float32 (more rows than
+    `WEIGHT_ONLY_MAX_ROWS`, or no `_weight_int8pack_mm`), up to bfloat16
+    rounding where the product reads the int8 kernel (one row per
+    sequence here)."""
     import torch
 
     from keras_gpt.backend import pytorch
@@ -57,28 +86,34 @@ def test_int8_decoder_matches_the_keras_int8_model(overrides, monkeypatch):
     m = GPT(tiny(**overrides))
     x = np.random.default_rng(2).integers(0, VOCAB, (2, 9))
     float_logits = to_numpy(m(x))
+    float_weights = m.get_weights()
     m.quantize("int8")
     m.enable_lora(2)
     b = m.blocks[0].attention.qkv.lora_kernel_b
     b.assign(np.random.default_rng(3).normal(0, 0.1, b.shape))
     full = to_numpy(m(x))
     assert np.abs(full - float_logits).max() > 1e-3  # int8 and the LoRA count
-    float_product = ("onednn" if pytorch.onednn_linear_available()
-                     else "addmm")
-    for fast in (True, False):
+    weight_only = to_numpy(_dequantized(m, float_weights, x)(x))
+    assert np.abs(weight_only - full).max() > 1e-4  # rows not quantized
+    assert pytorch.weight_only_int8_available()
+    for fast, int8_rows in ((True, True), (False, True), (False, False)):
         monkeypatch.setattr(pytorch, "int8_products_are_fast", lambda: fast)
+        monkeypatch.setattr(pytorch, "weight_only_int8_available",
+                            lambda: int8_rows)
+        case = f"fast={fast}, _weight_int8pack_mm={int8_rows}"
+        expected = full if fast else weight_only
         decoder = TorchDecoder.for_model(m).refresh()
-        kinds = {layer["qkv"][1][0] if isinstance(layer["qkv"][1], tuple)
-                 else "torch._int_mm" for layer in decoder.layers}
-        assert kinds == {"torch._int_mm" if fast else float_product}
+        assert {layer["qkv"][0] for layer in decoder.layers} == {
+            "int8" if fast else "int8w"}
         with torch.inference_mode():
             cache = decoder.init_cache(2, 16)
             ids = torch.tensor(x, dtype=torch.int32)
-            np.testing.assert_allclose(
-                to_numpy(decoder.step(ids[:, :5], cache, 0)), full[:, :5],
-                atol=1e-5, err_msg=f"fast={fast}")
-            for t in range(5, 9):
-                logits = decoder.step(ids[:, t:t + 1], cache, t)
-                np.testing.assert_allclose(to_numpy(logits)[:, 0],
-                                           full[:, t], atol=1e-5,
-                                           err_msg=f"fast={fast}")
+            np.testing.assert_allclose(  # 10 rows: float32 or _int_mm
+                to_numpy(decoder.step(ids[:, :5], cache, 0)),
+                expected[:, :5], atol=1e-5, err_msg=case)
+            bfloat16 = not fast and int8_rows
+            for t in range(5, 9):  # 2 rows
+                logits = to_numpy(decoder.step(ids[:, t:t + 1], cache, t))
+                error = np.abs(logits[:, 0] - expected[:, t]).max()
+                bound = 5e-3 * np.abs(expected).max() if bfloat16 else 1e-5
+                assert error <= bound, (case, error, bound)
