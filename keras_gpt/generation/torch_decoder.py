@@ -262,8 +262,8 @@ class TorchDecoder:
         Elsewhere int8 products are slower than float32 ones, so the
         decoder is weight-only int8, as torchao's `int8_weight_only` and
         gpt-fast: float rows times the int8 kernel's values q / scale.
-        Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) the
-        product reads the int8 kernel itself (`weight_only_int8_matmul`,
+        Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) on
+        CPU the product reads the int8 kernel itself (`weight_only_int8_matmul`,
         bfloat16 rows and result); beyond, the kernel dequantized to
         float32 once and packed like a float kernel (`_linear`).
         """
@@ -283,7 +283,8 @@ class TorchDecoder:
                                if self._packable(dequantized)
                                else ("addmm", dequantized))
                 rows_kernel = None
-                if pytorch.weight_only_int8_available():
+                if (q.device.type == "cpu"
+                        and pytorch.weight_only_int8_available()):
                     rows_kernel = (q if transposed else q.T.contiguous(),
                                    torch.ones(scale.shape[-1],
                                               dtype=torch.bfloat16))
