@@ -148,7 +148,8 @@ def torch_cpu(rounds):
 
     with torch.inference_mode():
         return _best({"float32 oneDNN": onednn, "int8 torch._int_mm": int_mm,
-                      "_weight_int8pack_mm, bfloat16 row": weight_only_bfloat16,
+                      "_weight_int8pack_mm, bfloat16 row":
+                          weight_only_bfloat16,
                       "_weight_int8pack_mm, float32 row": weight_only,
                       "fbgemm linear_dynamic (not exact)": fbgemm,
                       "integers as float16, F.linear": float16}, rounds)

@@ -233,8 +233,9 @@ def int8_products_are_fast():
 
 
 # Up to this many rows, `weight_only_int8_matmul` beat oneDNN's packed
-# float32 product on an AVX2 EPYC (torch 2.13; 1 row: 1.5-2x on the bench
-# model's projections, 4 rows: 1.1-1.3x, 8 rows: 0.7x).
+# float32 product on an AVX2 EPYC (torch 2.13, the bench model's four
+# projection shapes and its W_U: 1 row 1.2-2.1x, 4 rows 1.06-1.43x, 8 rows
+# 0.5-1.1x).
 WEIGHT_ONLY_MAX_ROWS = 4
 
 _WEIGHT_ONLY = None

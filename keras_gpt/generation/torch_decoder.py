@@ -263,9 +263,10 @@ class TorchDecoder:
         decoder is weight-only int8, as torchao's `int8_weight_only` and
         gpt-fast: float rows times the int8 kernel's values q / scale.
         Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) on
-        CPU the product reads the int8 kernel itself (`weight_only_int8_matmul`,
-        bfloat16 rows and result); beyond, the kernel dequantized to
-        float32 once and packed like a float kernel (`_linear`).
+        CPU the product reads the int8 kernel itself
+        (`pytorch.weight_only_int8_matmul`, bfloat16 rows and result);
+        beyond, the kernel dequantized to float32 once and packed like a
+        float kernel (`_linear`).
         """
         import torch
 
