@@ -7,6 +7,7 @@ step is in `keras_gpt.generation.torch_decoder`.
 functions only, so the package loads on every backend.
 """
 
+import functools
 import os
 
 # Which product the float32 CPU projections use: "onednn", "torch" (the
@@ -182,26 +183,21 @@ def onednn_linear_function():
     return OneDNNLinear
 
 
-_ONEDNN_LINEAR = None
-
-
+@functools.cache
 def onednn_linear_available():
     """Whether torch's oneDNN packed linear ops exist and give right results."""
-    global _ONEDNN_LINEAR
-    if _ONEDNN_LINEAR is None:
-        import torch
+    import torch
 
-        try:
-            weight = torch.randn(8, 4)
-            x = torch.randn(3, 4)
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight)
-            out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none",
-                                                     [], "")
-            _ONEDNN_LINEAR = bool(torch.allclose(out, x @ weight.T,
-                                                 atol=1e-5))
-        except (AttributeError, RuntimeError):
-            _ONEDNN_LINEAR = False
-    return _ONEDNN_LINEAR
+    try:
+        generator = torch.Generator().manual_seed(0)  # the user's RNG kept
+        weight = torch.randn(8, 4, generator=generator)
+        x = torch.randn(3, 4, generator=generator)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none",
+                                                 [], "")
+        return bool(torch.allclose(out, x @ weight.T, atol=1e-5))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 # int8 products (`keras_gpt.backend.int8`) ----------------------------------
@@ -238,26 +234,24 @@ def int8_products_are_fast():
 # 0.5-1.1x).
 WEIGHT_ONLY_MAX_ROWS = 4
 
-_WEIGHT_ONLY = None
 
-
+@functools.cache
 def weight_only_int8_available():
     """Whether torch's `_weight_int8pack_mm` exists and gives right results."""
-    global _WEIGHT_ONLY
-    if _WEIGHT_ONLY is None:
-        import torch
+    import torch
 
-        try:
-            x = torch.randn(2, 32)
-            q = torch.randint(-127, 128, (16, 32), dtype=torch.int8)
-            out = weight_only_int8_matmul(
-                x, q, torch.ones(16, dtype=torch.bfloat16)).float()
-            expected = x.bfloat16().float() @ q.float().T
-            _WEIGHT_ONLY = bool(torch.allclose(
-                out, expected, rtol=1e-2, atol=1e-2 * expected.abs().max()))
-        except (AttributeError, RuntimeError):
-            _WEIGHT_ONLY = False
-    return _WEIGHT_ONLY
+    try:
+        generator = torch.Generator().manual_seed(0)  # the user's RNG kept
+        x = torch.randn(2, 32, generator=generator)
+        q = torch.randint(-127, 128, (16, 32), generator=generator,
+                          dtype=torch.int8)
+        out = weight_only_int8_matmul(
+            x, q, torch.ones(16, dtype=torch.bfloat16)).float()
+        expected = x.bfloat16().float() @ q.float().T
+        return bool(torch.allclose(out, expected, rtol=1e-2,
+                                   atol=1e-2 * expected.abs().max()))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def weight_only_int8_matmul(rows, q_kernel, ones):
