@@ -256,23 +256,26 @@ class TorchDecoder:
         its products read, made once until the weight changes, the bias,
         its scales, and the LoRA factors (A, B, alpha / rank) or None.
 
-        Where `torch._int_mm` is fast (`pytorch.int8_products_are_fast`:
-        VNNI or AMX), Keras' int8 arithmetic (the rows quantized too), the
-        kernel column-major (its fast layout; a transposed W_E already is).
-        Elsewhere int8 products are slower than float32 ones, so the
+        On CPUs where `torch._int_mm` is fast
+        (`pytorch.int8_products_are_fast`: VNNI or AMX), Keras' int8
+        arithmetic (the rows quantized too), the kernel column-major (its
+        fast layout; a transposed W_E already is). On other CPUs, where
+        int8 products are slower than float32 ones, and on GPUs, the
         decoder is weight-only int8, as torchao's `int8_weight_only` and
         gpt-fast: float rows times the int8 kernel's values q / scale.
         Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) on
         CPU the product reads the int8 kernel itself
         (`pytorch.weight_only_int8_matmul`, bfloat16 rows and result);
-        beyond, the kernel dequantized to float32 once and packed like a
-        float kernel (`_linear`).
+        beyond, or on a GPU, the kernel dequantized to float32 once and
+        packed like a float kernel (`_linear`).
         """
         import torch
 
         q = q_kernel.value.detach()
         scale = scale.value.detach()
-        fast = pytorch.int8_products_are_fast()
+        # torch._int_mm is a CPU choice here (on CUDA it needs more than
+        # 16 rows).
+        fast = q.device.type == "cpu" and pytorch.int8_products_are_fast()
         key = (q.data_ptr(), tuple(q.shape), "int8" if fast else "int8w")
         cached = self._packed.get(key)
         if cached is None or cached[0] != q._version:
