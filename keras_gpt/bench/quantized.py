@@ -122,8 +122,21 @@ def run(o, log=print):
     losses = {name: _loss(m, x, y) for name, m in variants.items()}
     source = o["run_dir"] or "random bench model"
     return {"model": c.to_dict(), "source": source,
+            "int8_products": _int8_products(quantized),
             "decode": rows, "val_loss": losses,
             "val_windows": int(len(x))}
+
+
+def _int8_products(model):
+    """What int8 decoding multiplies here (PyTorch's decoder chooses by
+    processor, so figures from different machines differ in kind)."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return "int8 x int8 (Keras' arithmetic, XLA)"
+    from keras_gpt.generation.torch_decoder import int8_products
+
+    return int8_products(model.variables[0].value.device.type)
 
 
 def format_row(row, mode):
@@ -138,7 +151,8 @@ def format_table(result, mode):
     c = result["model"]
     lines = [f"float32 vs {mode}: {result['source']} ({c['n_layers']} "
              f"layers, {c['n_heads']} heads, d_model {c['d_model']}, vocab "
-             f"{c['vocab_size']}); timed interleaved, best of the rounds"]
+             f"{c['vocab_size']}); timed interleaved, best of the rounds; "
+             f"int8 products: {result['int8_products']}"]
     lines += [format_row(row, mode) for row in result["decode"]]
     losses = result["val_loss"]
     change = (losses[mode] - losses["float32"]) / losses["float32"]

@@ -25,6 +25,25 @@ def _low_rank(layer):
             layer.lora_alpha / layer.lora_rank)
 
 
+def int8_products(device_type="cpu"):
+    """The products `TorchDecoder` runs for int8 kernels on a device type.
+
+    "torch._int_mm": Keras' int8 arithmetic (the rows quantized too), on
+    CPUs with VNNI or AMX (`pytorch.int8_products_are_fast`).
+    "weight-only, bfloat16 rows": other CPUs; up to
+    `pytorch.WEIGHT_ONLY_MAX_ROWS` rows torch's `_weight_int8pack_mm`,
+    beyond, float32 rows times the kernels dequantized to float32.
+    "weight-only, float32 rows": the dequantized kernels only (GPUs, or a
+    torch without `_weight_int8pack_mm`). `torch._int_mm` is a CPU choice
+    here: on CUDA it refuses 16 rows or fewer.
+    """
+    if device_type == "cpu" and pytorch.int8_products_are_fast():
+        return "torch._int_mm"
+    if device_type == "cpu" and pytorch.weight_only_int8_available():
+        return "weight-only, bfloat16 rows"
+    return "weight-only, float32 rows"
+
+
 class TorchDecoder:
     """The GPT's cached forward pass in plain PyTorch, for decoding.
 
@@ -256,27 +275,22 @@ class TorchDecoder:
         its products read, made once until the weight changes, the bias,
         its scales, and the LoRA factors (A, B, alpha / rank) or None.
 
-        On CPUs where `torch._int_mm` is fast
-        (`pytorch.int8_products_are_fast`: VNNI or AMX), Keras' int8
-        arithmetic (the rows quantized too), the kernel column-major (its
-        fast layout; a transposed W_E already is). On other CPUs, where
-        int8 products are slower than float32 ones, and on GPUs, the
-        decoder is weight-only int8, as torchao's `int8_weight_only` and
-        gpt-fast: float rows times the int8 kernel's values q / scale.
-        Up to `pytorch.WEIGHT_ONLY_MAX_ROWS` rows (batch-1 decoding) on
-        CPU the product reads the int8 kernel itself
-        (`pytorch.weight_only_int8_matmul`, bfloat16 rows and result);
-        beyond, or on a GPU, the kernel dequantized to float32 once and
-        packed like a float kernel (`_linear`).
+        Which products: `int8_products` (Keras' int8 arithmetic where
+        `torch._int_mm` is fast, else weight-only int8, as torchao's
+        `int8_weight_only` and gpt-fast: float rows times the int8
+        kernel's values q / scale). The `torch._int_mm` kernel is kept
+        column-major (its fast layout; a transposed W_E already is); for
+        weight-only, the kernel dequantized to float32 once and packed like
+        a float kernel (`_linear`), and for bfloat16 rows the int8 kernel
+        (out, in) for `pytorch.weight_only_int8_matmul`.
         """
         import torch
 
         q = q_kernel.value.detach()
         scale = scale.value.detach()
-        # torch._int_mm is a CPU choice here (on CUDA it needs more than
-        # 16 rows).
-        fast = q.device.type == "cpu" and pytorch.int8_products_are_fast()
-        key = (q.data_ptr(), tuple(q.shape), "int8" if fast else "int8w")
+        products = int8_products(q.device.type)
+        fast = products == "torch._int_mm"
+        key = (q.data_ptr(), tuple(q.shape), products)
         cached = self._packed.get(key)
         if cached is None or cached[0] != q._version:
             if fast:
@@ -287,8 +301,7 @@ class TorchDecoder:
                                if self._packable(dequantized)
                                else ("addmm", dequantized))
                 rows_kernel = None
-                if (q.device.type == "cpu"
-                        and pytorch.weight_only_int8_available()):
+                if products == "weight-only, bfloat16 rows":
                     rows_kernel = (q if transposed else q.T.contiguous(),
                                    torch.ones(scale.shape[-1],
                                               dtype=torch.bfloat16))

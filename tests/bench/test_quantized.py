@@ -3,6 +3,7 @@
 
 import json
 
+import keras
 import pytest
 
 from keras_gpt.commands.main import main
@@ -22,6 +23,13 @@ def test_quantize_smoke_prints_both_and_the_ratio(tmp_path, capsys):
     losses = result["val_loss"]
     assert abs(losses["int8"] - losses["float32"]) < 0.05 * losses["float32"]
     assert "float32 vs int8" in table and "validation loss" in table
+    assert f"int8 products: {result['int8_products']}" in table
+    if keras.backend.backend() == "torch":  # what the decoder ran
+        from keras_gpt.generation.torch_decoder import int8_products
+
+        assert result["int8_products"] == int8_products("cpu")
+    else:
+        assert result["int8_products"].startswith("int8 x int8")
 
 
 @pytest.mark.backend_independent
