@@ -248,8 +248,8 @@ def weight_only_int8_available():
         out = weight_only_int8_matmul(
             x, q, torch.ones(16, dtype=torch.bfloat16)).float()
         expected = x.bfloat16().float() @ q.float().T
-        return bool(torch.allclose(out, expected, rtol=1e-2,
-                                   atol=1e-2 * expected.abs().max()))
+        return bool(torch.allclose(
+            out, expected, rtol=1e-2, atol=1e-2 * float(expected.abs().max())))
     except (AttributeError, RuntimeError):
         return False
 

@@ -3,8 +3,11 @@
 
 import json
 
+import re
+
 import keras
 import pytest
+from tests.conftest import load_tool
 
 from keras_gpt.commands.main import main
 
@@ -36,3 +39,21 @@ def test_quantize_smoke_prints_both_and_the_ratio(tmp_path, capsys):
 def test_run_dir_needs_quantize(capsys):
     assert main(["bench", "--run-dir", "runs/x"]) == 2
     assert "--run-dir goes with --quantize int8" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="its decoder row is PyTorch's; Keras' int8 model "
+                           "is checked on every backend in test_quantization")
+def test_int8_error_tool_prints_both_errors(capsys):
+    """tools/int8_error.py: the Keras int8 model's and the torch decoder's
+    largest logit error against float32, a few percent, not zero."""
+    from keras_gpt.generation.torch_decoder import int8_products
+
+    load_tool("int8_error").main(["--tokens", "4"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  (.+?)\s+largest error ([\d.]+)% of the largest "
+                      r"logit, argmax agrees (\d+)%$", out, re.M)
+    assert [name for name, _, _ in rows] == [
+        "Keras int8 model", f"torch decoder ({int8_products('cpu')})"], out
+    for _, error, agree in rows:
+        assert 0 < float(error) < 10 and 0 <= int(agree) <= 100, out
