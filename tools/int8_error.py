@@ -49,6 +49,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=40)
     args = p.parse_args(argv)
+    if not 1 <= args.tokens <= 256:
+        p.error(f"--tokens {args.tokens} is out of range: the bench model "
+                "reads 1 to 256 tokens (its context)")
     keras.utils.set_random_seed(0)
     model = GPT(GPTConfig(vocab_size=8192, context_length=256, d_model=384,
                           n_layers=6, n_heads=6))
