@@ -49,7 +49,9 @@ def run(config, batch, prompt_tokens, new_tokens, rounds, seed=0):
     prompts = ["".join(rng.choice(chars, prompt_tokens))
                for _ in range(batch)]
     with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
         target = keras_gpt.export_saved_model(model, tokenizer, folder)
+        export_s = time.perf_counter() - start
         signature = tf.saved_model.load(str(target)).signatures["generate"]
         inputs = dict(prompts=tf.constant(prompts),
                       max_new_tokens=tf.constant(new_tokens),
@@ -84,7 +86,8 @@ def run(config, batch, prompt_tokens, new_tokens, rounds, seed=0):
     speed = {name: tokens / min(t) for name, t in times.items()}
     return {"tokens": tokens, "saved_model_tok_s": speed["saved_model"],
             "generate_tok_s": speed["generate"],
-            "ratio": speed["saved_model"] / speed["generate"]}
+            "ratio": speed["saved_model"] / speed["generate"],
+            "export_s": export_s}
 
 
 def main(argv=None):
@@ -109,6 +112,7 @@ def main(argv=None):
           "tokens/s")
     print(f"ratio SavedModel/generate: {result['ratio']:8.2f}x  "
           f"({result['tokens']} tokens per call, identical outputs)")
+    print(f"export_saved_model:        {result['export_s']:8.1f} s")
     return result
 
 

@@ -300,6 +300,13 @@ class ServingGraph:
 def save(model, tokenizer, path, defaults):
     """Writes the SavedModel of `model` and `tokenizer` into `path`.
 
+    What `keras.export.ExportArchive` writes (the model's variables under
+    `variables`, `trainable_variables` and `non_trainable_variables`, one
+    `tf.function` per signature), with `tf.saved_model.save` itself, so each
+    signature is traced once: the archive traces every endpoint to list the
+    variables it reads, and the save traces it again (its save context is
+    part of a trace's cache key), which doubled the export's time.
+
     Args:
         model: A `keras_gpt.GPT` (TensorFlow backend).
         tokenizer: Its `keras_gpt.tokenizers.Tokenizer`.
@@ -307,9 +314,16 @@ def save(model, tokenizer, path, defaults):
         defaults: `serving_default`'s settings (see `ServingGraph`).
     """
     graph = ServingGraph(model, tokenizer, defaults)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(tokenizer.graph_module)
+    root = tf.__internal__.tracking.AutoTrackable()
+    # On this backend a Keras variable is a trackable TensorFlow variable.
+    root.variables = list(model.variables)
+    root.trainable_variables = list(model.trainable_variables)
+    root.non_trainable_variables = list(model.non_trainable_variables)
+    root.tokenizer = tokenizer.graph_module
+    signatures = {}
     for name, signature in graph.input_signatures().items():
-        archive.add_endpoint(name, getattr(graph, name), signature)
-    archive.write_out(str(path), verbose=False)
+        signatures[name] = tf.function(getattr(graph, name),
+                                       input_signature=signature,
+                                       autograph=False)
+        setattr(root, name, signatures[name])
+    tf.saved_model.save(root, str(path), signatures=signatures)

@@ -535,3 +535,4 @@ def test_benchmark_smoke():
                        rounds=1)
     assert result["tokens"] == 8
     assert result["saved_model_tok_s"] > 0 and result["generate_tok_s"] > 0
+    assert result["export_s"] > 0
