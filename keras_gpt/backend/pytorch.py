@@ -262,8 +262,7 @@ def weight_only_int8_matmul(rows, q_kernel, ones):
     0.4%; the caller applies the float32 kernel scales, in float32)."""
     import torch
 
-    return torch.ops.aten._weight_int8pack_mm(
-        rows.to(torch.bfloat16), q_kernel, ones)
+    return torch._weight_int8pack_mm(rows.to(torch.bfloat16), q_kernel, ones)
 
 
 def int8_matmul(q_rows, q_kernel):

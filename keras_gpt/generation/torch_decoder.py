@@ -308,40 +308,46 @@ class TorchDecoder:
                 kernel = (dequantized, rows_kernel)
             cached = (q._version, kernel)
         self._fresh_packs[key] = cached
+        bias = None if bias is None else bias.float()  # products give float32
         return ("int8" if fast else "int8w", cached[1], bias, scale,
                 low_rank)
 
     @staticmethod
     def _dense(x, params):
+        """`x @ kernel + bias` for what `_linear` / `_int8_linear` made.
+
+        Called 25 times per decoded token of a 6-layer model, so the
+        Python here is kept to what the products need (at one row it cost
+        as much as a product)."""
         import torch
 
         kind, kernel, bias = params[:3]
-        if kind in ("int8", "int8w"):
-            rows = x.reshape(-1, x.shape[-1])
-            if kind == "int8":
-                q, row_scale = pytorch.quantize_rows(rows)
-                y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
-                if bias is not None:
-                    y = y + bias
-            elif (kernel[1] is not None
-                  and len(rows) <= pytorch.WEIGHT_ONLY_MAX_ROWS):
-                y = pytorch.weight_only_int8_matmul(rows, *kernel[1])
-                y = (torch.div(y, params[3]) if bias is None  # to float32
-                     else torch.addcdiv(bias.float(), y, params[3]))
-            else:
-                y = TorchDecoder._dense(rows.float(), kernel[0] + (
-                    None if bias is None else bias.float(),))
-            if params[4] is not None:
-                a, b, factor = params[4]
-                y = y + factor * ((rows.float() @ a) @ b)
-            return y.view(*x.shape[:-1], y.shape[-1]).to(x.dtype)
         if kind == "onednn":
             return torch.ops.mkldnn._linear_pointwise(x, kernel, bias, "none",
                                                       [], "")
-        if bias is None:
-            return x @ kernel
-        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), kernel).view(
-            *x.shape[:-1], kernel.shape[-1])
+        if kind == "addmm":
+            if bias is None:
+                return x @ kernel
+            return torch.addmm(bias, x.reshape(-1, x.shape[-1]), kernel).view(
+                *x.shape[:-1], kernel.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        if kind == "int8":
+            q, row_scale = pytorch.quantize_rows(rows)
+            y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
+            if bias is not None:
+                y = y + bias
+        elif (kernel[1] is not None
+              and rows.shape[0] <= pytorch.WEIGHT_ONLY_MAX_ROWS):
+            y = pytorch.weight_only_int8_matmul(rows, *kernel[1])
+            y = (torch.div(y, params[3]) if bias is None  # to float32
+                 else torch.addcdiv(bias, y, params[3]))
+        else:
+            y = TorchDecoder._dense(rows.float(), kernel[0] + (bias,))
+        if params[4] is not None:
+            a, b, factor = params[4]
+            y = y + factor * ((rows.float() @ a) @ b)
+        y = y.view(x.shape[:-1] + y.shape[-1:])
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     @staticmethod
     def _rotate(x, rotary):
