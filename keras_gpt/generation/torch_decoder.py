@@ -231,10 +231,14 @@ class TorchDecoder:
         return self._dense(x, self.unembedding).float()
 
     def _norm(self, x, params):
-        import torch.nn.functional as F
+        """LayerNorm in float32, returned in the compute dtype (torch's
+        own op: `F.layer_norm`'s Python wrapper cost more than the op)."""
+        import torch
 
         gamma, beta, epsilon = params
-        out = F.layer_norm(x.float(), x.shape[-1:], gamma, beta, epsilon)
+        if x.dtype == torch.float32:
+            return torch.layer_norm(x, x.shape[-1:], gamma, beta, epsilon)
+        out = torch.layer_norm(x.float(), x.shape[-1:], gamma, beta, epsilon)
         return out.to(self.dtype)
 
     def _linear(self, kernel, bias):
