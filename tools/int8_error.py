@@ -23,6 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_gpt import GPT, GPTConfig  # noqa: E402
+from keras_gpt.bench import ISSUE_MODEL  # noqa: E402
 
 
 def _error(logits, reference):
@@ -49,14 +50,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=40)
     args = p.parse_args(argv)
-    if not 1 <= args.tokens <= 256:
+    context, vocab = ISSUE_MODEL["context_length"], ISSUE_MODEL["vocab_size"]
+    if not 1 <= args.tokens <= context:
         p.error(f"--tokens {args.tokens} is out of range: the bench model "
-                "reads 1 to 256 tokens (its context)")
+                f"reads 1 to {context} tokens (its context)")
     keras.utils.set_random_seed(0)
-    model = GPT(GPTConfig(vocab_size=8192, context_length=256, d_model=384,
-                          n_layers=6, n_heads=6))
+    model = GPT(GPTConfig(**ISSUE_MODEL))
     ids = np.random.default_rng(0).integers(
-        0, 8192, (1, args.tokens)).astype("int32")
+        0, vocab, (1, args.tokens)).astype("int32")
     reference = keras.ops.convert_to_numpy(model(ids))
     model.quantize("int8")
     rows = {"Keras int8 model": keras.ops.convert_to_numpy(model(ids))}
