@@ -230,13 +230,29 @@ def argmax(x):
 
     Inside XLA on CPU (jax, tensorflow) `argmax` lowers to a variadic
     reduction that takes ~35 us over 8192 logits; a max then a min over the
-    matching indices does the same in ~3 us. Torch keeps its own argmax.
+    matching indices does the same in ~3 us. Torch keeps its own argmax,
+    called directly (`pytorch.argmax`).
     """
     from keras import ops
 
     if keras.backend.backend() == "torch":
-        return ops.cast(ops.argmax(x, axis=-1), "int32")
+        return pytorch.argmax(x)
     size = x.shape[-1]
     top = ops.max(x, axis=-1, keepdims=True)
     index = ops.where(x == top, ops.arange(size, dtype="int32"), size)
     return ops.minimum(ops.min(index, axis=-1), size - 1)  # NaN rows: last
+
+
+def write_column(x, index, column):
+    """`x` (rows, length) with column `index` (a scalar tensor) set to
+    `column` (rows,): `ops.slice_update(x, (0, index), column[:, None])`.
+
+    Except on PyTorch, where Keras' `slice_update` with a tensor index
+    builds an index grid for `index_put_` (135 us on a (1, 256) array, once
+    per decoded token; `pytorch.write_column` takes a few).
+    """
+    from keras import ops
+
+    if keras.backend.backend() == "torch":
+        return pytorch.write_column(x, index, column)
+    return ops.slice_update(x, (0, index), column[:, None])

@@ -200,6 +200,21 @@ def onednn_linear_available():
         return False
 
 
+# Decoding-loop bookkeeping (`keras_gpt.generation.decoding`) ----------------
+# Once per decoded token, where Keras' own ops cost several times the work.
+
+def argmax(x):
+    """int32 index of the largest value along the last axis."""
+    import torch
+
+    return torch.argmax(x, dim=-1).to(torch.int32)
+
+
+def write_column(x, index, column):
+    """A copy of `x` (rows, length) with column `index` set to `column`."""
+    return x.index_copy(1, index.reshape(1).long(), column[:, None])
+
+
 # int8 products (`keras_gpt.backend.int8`) ----------------------------------
 
 def quantize_rows(x):

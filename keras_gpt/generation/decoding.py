@@ -254,11 +254,12 @@ class _Decoder:
 
             def until(stop):
                 def cond(state):
-                    return ops.logical_and(
-                        state["t"] < stop,
-                        ops.logical_not(ops.all(state["done"])))
+                    return (state["t"] < stop) & ~ops.all(state["done"])
                 return cond
 
+            # Booleans combine with &, |, ~: the same ops inside XLA, and on
+            # PyTorch, where this body runs eagerly once per token, torch's
+            # own (Keras' logical ops took ~12 us each there, these ~2).
             def body(state):
                 state = dict(state)
                 t, tokens, done = state["t"], state["tokens"], state["done"]
@@ -271,18 +272,17 @@ class _Decoder:
                 token = ops.where(done, ops.zeros_like(token), token)
                 is_stop = ops.any(token[:, None] == consts["stops"][None, :],
                                   axis=-1)
-                hit = ops.logical_and(is_stop, ops.logical_not(
-                    ops.logical_or(in_prompt, done)))
-                ended = ops.logical_or(hit, t + 1 >= consts["limits"])
-                now = ops.logical_and(ended, ops.logical_not(done))
+                hit = is_stop & ~(in_prompt | done)
+                ended = hit | (t + 1 >= consts["limits"])
+                now = ended & ~done
                 state["finish"] = ops.where(
                     now, ops.where(hit, t, t + 1), state["finish"])
-                state["done"] = ops.logical_or(done, ended)
-                state["tokens"] = tokens = ops.slice_update(
-                    tokens, (0, t), token[:, None])
+                state["done"] = done | ended
+                state["tokens"] = tokens = backend_lib.write_column(
+                    tokens, t, token)
                 if penalty:
-                    state["presence"] = ops.logical_or(
-                        state["presence"], ops.one_hot(token, vocab) > 0)
+                    state["presence"] = state["presence"] | (
+                        ops.one_hot(token, vocab) > 0)
                 if use_cache:
                     logits, state["cache"] = cached_step(
                         token[:, None], state["cache"], t)
