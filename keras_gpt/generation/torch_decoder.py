@@ -192,6 +192,9 @@ class TorchDecoder:
                  ).to(self.dtype)
         if self.position_table is not None:
             x = x + self.position_table[start:end]
+        # The residual stream as (rows, d_model) rows, so that the products
+        # need no reshaping (25 per token at one row, each a Python call).
+        x = x.reshape(batch * length, c.d_model)
         rotary = None
         if self.rotary_table is not None:
             rotary = tuple(t[start:end][None, :, None, :]
@@ -219,7 +222,7 @@ class TorchDecoder:
                 q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
                 is_causal=causal, scale=1.0 / c.d_head ** 0.5)
             attended = attended.transpose(1, 2).reshape(
-                batch, length, c.n_heads * c.d_head)
+                batch * length, c.n_heads * c.d_head)
             x = x + self._dense(attended, layer["out"])
             h = self._dense(self._norm(x, layer["ln2"]), layer["up"])
             if c.activation == "gelu":
@@ -228,7 +231,8 @@ class TorchDecoder:
                 h = F.relu(h)
             x = x + self._dense(h, layer["down"])
         x = self._norm(x, self.final_norm)
-        return self._dense(x, self.unembedding).float()
+        return self._dense(x, self.unembedding).float().view(
+            batch, length, -1)
 
     def _norm(self, x, params):
         """LayerNorm in float32, returned in the compute dtype (torch's
@@ -318,7 +322,8 @@ class TorchDecoder:
 
     @staticmethod
     def _dense(x, params):
-        """`x @ kernel + bias` for what `_linear` / `_int8_linear` made.
+        """`x @ kernel + bias` for (rows, in) `x` and what `_linear` /
+        `_int8_linear` made.
 
         Called 25 times per decoded token of a 6-layer model, so the
         Python here is kept to what the products need (at one row it cost
@@ -330,27 +335,22 @@ class TorchDecoder:
             return torch.ops.mkldnn._linear_pointwise(x, kernel, bias, "none",
                                                       [], "")
         if kind == "addmm":
-            if bias is None:
-                return x @ kernel
-            return torch.addmm(bias, x.reshape(-1, x.shape[-1]), kernel).view(
-                *x.shape[:-1], kernel.shape[-1])
-        rows = x.reshape(-1, x.shape[-1])
+            return x @ kernel if bias is None else torch.addmm(bias, x, kernel)
         if kind == "int8":
-            q, row_scale = pytorch.quantize_rows(rows)
+            q, row_scale = pytorch.quantize_rows(x)
             y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
             if bias is not None:
                 y = y + bias
         elif (kernel[1] is not None
-              and rows.shape[0] <= pytorch.WEIGHT_ONLY_MAX_ROWS):
-            y = pytorch.weight_only_int8_matmul(rows, *kernel[1])
+              and x.shape[0] <= pytorch.WEIGHT_ONLY_MAX_ROWS):
+            y = pytorch.weight_only_int8_matmul(x, *kernel[1])
             y = (torch.div(y, params[3]) if bias is None  # to float32
                  else torch.addcdiv(bias, y, params[3]))
         else:
-            y = TorchDecoder._dense(rows.float(), kernel[0] + (bias,))
+            y = TorchDecoder._dense(x.float(), kernel[0] + (bias,))
         if params[4] is not None:
             a, b, factor = params[4]
-            y = y + factor * ((rows.float() @ a) @ b)
-        y = y.view(x.shape[:-1] + y.shape[-1:])
+            y = y + factor * ((x.float() @ a) @ b)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     @staticmethod
