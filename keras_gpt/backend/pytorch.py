@@ -1,6 +1,7 @@
-"""PyTorch-only code: the CPU product choice (oneDNN or torch's own GEMM)
-and the cross-entropy whose gradient reuses its buffer; the lean decoding
-step is in `keras_gpt.generation.torch_decoder`.
+"""PyTorch-only code: the CPU product choice (oneDNN or torch's own GEMM),
+the cross-entropy whose gradient reuses its buffer, the decoding loop's
+per-token bookkeeping and the int8 products; the lean decoding step is in
+`keras_gpt.generation.torch_decoder`.
 
 `keras_gpt.backend` dispatches here (the tests and the benchmark also ask
 `onednn_linear_available` and `cpu_gemm`). torch is imported inside
