@@ -19,9 +19,14 @@ layers, 6 heads, d_model 384, vocab 8192, 256 positions, batch 8, float32;
   CPU (TensorFlow only);
 - torch-gemm: the float32 projections on the product
   `pytorch.cpu_gemm` picks for this CPU against the other one
-  (oneDNN or the wheel's own GEMM; training step; PyTorch only).
+  (oneDNN or the wheel's own GEMM; training step; PyTorch only);
+- torch-decode: PyTorch's decoder choosing, by timing, torch's `addmm` or
+  oneDNN for the float32 products of steps of few rows, against oneDNN
+  always (batch-1 greedy, 16-token prompt, 200 new tokens or as many as
+  the context leaves; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
+    KERAS_BACKEND=torch .venv/bin/python tools/ab_speed.py torch-decode --config baby
 
 Prints, per check, tokens/s on and off and their ratio, then each side's
 best CPU milliseconds per step (all threads: on a shared machine a steadier
@@ -46,13 +51,17 @@ from keras_gpt.backend import pytorch  # noqa: E402
 from keras_gpt import compiling  # noqa: E402
 from keras_gpt.bench import implementations  # noqa: E402
 from keras_gpt.bench.options import CONFIGS  # noqa: E402
+from keras_gpt.generation import torch_decoder  # noqa: E402
 from keras_gpt.layers import attention  # noqa: E402
 from keras_gpt.training import recipe as training  # noqa: E402
 
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
-CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm")
-ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch"}
+CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm",
+          "torch-decode")
+ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch",
+        "torch-decode": "torch"}
+DECODING = ("decode-vectors", "torch-decode")
 
 
 def _switch(check, on):
@@ -72,6 +81,9 @@ def _switch(check, on):
         picked = pytorch.cpu_gemm()
         other = "torch" if picked == "onednn" else "onednn"
         return [(pytorch, "_CPU_GEMM", picked if on else other)]
+    if check == "torch-decode":  # a margin of 0: oneDNN always
+        return [(torch_decoder, "_PLAIN_MARGIN",
+                 torch_decoder._PLAIN_MARGIN if on else 0.0)]
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return [(module, "training_jit_compile",
@@ -158,7 +170,7 @@ def main(argv=None):
     print(f"backend {keras.backend.backend()}; {m}; batch "
           f"{spec['batch_size']}, {steps} steps per call")
     for check in args.checks:
-        if check == "decode-vectors":
+        if check in DECODING:
             tokens, calls = new_tokens, 1
             make = lambda: implementations.decode_keras_gpt(  # noqa: E731
                 spec, prompt, new_tokens, "greedy")

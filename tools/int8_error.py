@@ -62,7 +62,7 @@ def main(argv=None):
     model.quantize("int8")
     rows = {"Keras int8 model": keras.ops.convert_to_numpy(model(ids))}
     if keras.backend.backend() == "torch":
-        from keras_gpt.generation.torch_decoder import int8_products
+        from keras_gpt.generation.torch_products import int8_products
 
         rows[f"torch decoder ({int8_products('cpu')})"] = _decoded(model, ids)
     print(f"int8 against float32, bench model, {args.tokens} tokens, "

@@ -134,7 +134,7 @@ def _int8_products(model):
 
     if keras.backend.backend() != "torch":
         return "int8 x int8 (Keras' arithmetic, XLA)"
-    from keras_gpt.generation.torch_decoder import int8_products
+    from keras_gpt.generation.torch_products import int8_products
 
     return int8_products(model.variables[0].value.device.type)
 

@@ -4,44 +4,26 @@
 torch is imported inside methods only.
 """
 
+import os
+
 import keras
 
 from keras_gpt.backend import pytorch
+from keras_gpt.generation.torch_products import (TorchProducts, delta,
+                                                  low_rank)
 from keras_gpt.model import GPT
 
-
-def _delta(layer):
-    """A float layer's LoRA delta, (alpha / rank) A @ B."""
-    return keras.ops.matmul(layer.lora_kernel_a, layer.lora_kernel_b) * (
-        layer.lora_alpha / layer.lora_rank)
-
-
-def _low_rank(layer):
-    """(A, B, alpha / rank) of an int8 layer's LoRA, or None."""
-    if not getattr(layer, "lora_enabled", False):
-        return None
-    return (layer.lora_kernel_a.value.detach(),
-            layer.lora_kernel_b.value.detach(),
-            layer.lora_alpha / layer.lora_rank)
-
-
-def int8_products(device_type="cpu"):
-    """The products `TorchDecoder` runs for int8 kernels on a device type.
-
-    "torch._int_mm": Keras' int8 arithmetic (the rows quantized too), on
-    CPUs with VNNI or AMX (`pytorch.int8_products_are_fast`).
-    "weight-only, bfloat16 rows": other CPUs; up to
-    `pytorch.WEIGHT_ONLY_MAX_ROWS` rows torch's `_weight_int8pack_mm`,
-    beyond, float32 rows times the kernels dequantized to float32.
-    "weight-only, float32 rows": the dequantized kernels only (GPUs, or a
-    torch without `_weight_int8pack_mm`). `torch._int_mm` is a CPU choice
-    here: on CUDA it refuses 16 rows or fewer.
-    """
-    if device_type == "cpu" and pytorch.int8_products_are_fast():
-        return "torch._int_mm"
-    if device_type == "cpu" and pytorch.weight_only_int8_available():
-        return "weight-only, bfloat16 rows"
-    return "weight-only, float32 rows"
+# Steps of at most this many rows (batch x new tokens) may run their products
+# on torch's `addmm` of float32 kernels instead of oneDNN's packed ones or
+# weight-only int8: `TorchDecoder._few_rows_gemm`.
+FEW_ROWS = 4
+# ... when both ways were timed and `addmm` took under this share of oneDNN's
+# time (its wins were large: 0.4x; near a tie the timing can mislead), and
+# never when the packed kernels exceed this many bytes (it won only where
+# they stay in the processor's cache; from memory, oneDNN's blocked layout
+# streams faster).
+_PLAIN_MARGIN = 0.8
+_MAX_TIMED_BYTES = 64 * 2**20
 
 
 class TorchDecoder:
@@ -50,13 +32,13 @@ class TorchDecoder:
     Keras-on-torch runs every layer call and op through Python dispatch
     (keras#22561), which at one token per step costs far more than the
     arithmetic; `torch.compile` of Keras layers breaks into many graphs.
-    This class reads the weights of a `keras_gpt.GPT` (float32 matrices on
-    CPU are packed once for oneDNN, see `_linear`) and computes the same
-    function as `GPT.call_with_cache` with a handful of torch calls per
-    layer: the keys and values are written in place into a preallocated
-    cache, laid out (batch, heads, max_length, d_head) for
-    `scaled_dot_product_attention`. `tests/generation/test_torch_decoder.py` checks it
-    against the Keras model.
+    This class reads the weights of a `keras_gpt.GPT` (prepared for their
+    products by `keras_gpt.generation.torch_products`) and computes the
+    same function as `GPT.call_with_cache` with a handful of torch calls
+    per layer: the keys and values are written in place into a
+    preallocated cache, laid out (batch, heads, max_length, d_head) for
+    `scaled_dot_product_attention`. `tests/generation/test_torch_decoder.py`
+    checks it against the Keras model.
 
     Example:
 
@@ -72,7 +54,8 @@ class TorchDecoder:
         self.model = model
         self.config = model.config
         self.layers = None
-        self._packed = {}  # (data_ptr, shape, stride) -> (version, packed)
+        self.products = TorchProducts()
+        self._few_rows = {}  # rows -> "default" or "addmm" (timed)
 
     @classmethod
     def for_model(cls, model):
@@ -92,6 +75,7 @@ class TorchDecoder:
         dtype = getattr(torch, keras.backend.standardize_dtype(
             model.compute_dtype))
         self.dtype = dtype
+        products = self.products
 
         def w(variable):  # a variable, or a tensor computed from some
             value = getattr(variable, "value", variable).detach()
@@ -100,15 +84,15 @@ class TorchDecoder:
         def dense(layer):
             bias = w(layer.bias) if c.use_bias else None
             if layer.quantization_mode == "int8":
-                return self._int8_linear(layer._kernel, layer.kernel_scale,
-                                         bias, _low_rank(layer))
-            return self._linear(w(layer.kernel), bias)  # LoRA merged in
+                return products.int8_linear(layer._kernel, layer.kernel_scale,
+                                            bias, low_rank(layer))
+            return products.linear(w(layer.kernel), bias)  # LoRA merged in
 
         def norm(layer):
             return (layer.gamma.value.detach(), layer.beta.value.detach(),
                     layer.epsilon)
 
-        self._fresh_packs = {}
+        products.begin()
         self.layers = []
         for block in model.blocks:
             self.layers.append(dict(
@@ -125,20 +109,20 @@ class TorchDecoder:
             self.token_embeddings = w(embedding.embeddings)
         self.device = self.token_embeddings.device
         if c.tie_embeddings and self.token_scales is not None:
-            self.unembedding = self._int8_linear(
+            self.unembedding = products.int8_linear(
                 embedding.embeddings, embedding.embeddings_scale, None, None,
                 transposed=True)
         elif c.tie_embeddings:
-            self.unembedding = self._linear(self.token_embeddings.T, None)
+            self.unembedding = products.linear(self.token_embeddings.T, None)
         elif unembedding.quantization_mode == "int8":
-            self.unembedding = self._int8_linear(
+            self.unembedding = products.int8_linear(
                 unembedding.kernel, unembedding.kernel_scale, None,
-                _low_rank(unembedding))
+                low_rank(unembedding))
         else:
             kernel = w(unembedding.kernel)
             if getattr(unembedding, "lora_enabled", False):
-                kernel = kernel + w(_delta(unembedding))  # merged
-            self.unembedding = self._linear(kernel, None)
+                kernel = kernel + w(delta(unembedding))  # merged
+            self.unembedding = products.linear(kernel, None)
         self.position_table = self.rotary_table = None
         positions = torch.arange(c.context_length, dtype=torch.float32,
                                  device=self.device)
@@ -159,7 +143,7 @@ class TorchDecoder:
             angles = positions[:, None] * inverse[None, :]
             angles = torch.cat([angles, angles], dim=-1)
             self.rotary_table = (angles.cos().to(dtype), angles.sin().to(dtype))
-        self._packed, self._fresh_packs = self._fresh_packs, None
+        products.end()
         return self
 
     def init_cache(self, batch_size, max_length):
@@ -179,6 +163,63 @@ class TorchDecoder:
         cache positions up to their own, so positions after them may hold
         anything.
         """
+        rows = token_ids.shape[0] * token_ids.shape[1]
+        self.products.plain = (rows <= FEW_ROWS
+                               and self._few_rows_gemm(token_ids) == "addmm")
+        return self._step(token_ids, cache, index)
+
+    def _few_rows_gemm(self, token_ids):
+        """"default" or "addmm": the products a step of `token_ids`' few
+        rows runs, timed the first time: oneDNN's packed float32 kernels
+        and weight-only int8 (`TorchProducts.dense`), or torch's `addmm` of
+        the plain (float32, or int8 dequantized) kernels.
+
+        oneDNN's packed product costs a fixed 25-40 us per call on an AVX2
+        EPYC (torch 2.13), more than a small kernel's whole product on
+        MKL's GEMV: a step of nanoGPT's baby shape (4 layers, d_model 128)
+        at one row took 1.6-1.9 ms on oneDNN and 0.7 ms on `addmm`. Larger
+        kernels stream from memory, which oneDNN's blocked layout does
+        faster (the bench model's step: 4.3 against 5.0 ms), and from two
+        rows on MKL's GEMM falls behind. Weight-only int8 reads a quarter
+        of the bytes, but costs more per call than `addmm` of a small
+        kernel. So, per row count, whole steps are timed both ways on a
+        scratch cache (interleaved, best of 3 rounds of 2 steps), unless
+        `KERAS_GPT_TORCH_GEMM=onednn` asks for the default (`=torch`
+        packs nothing for oneDNN) or the float32 kernels are too large for
+        a cache (`_MAX_TIMED_BYTES`). `tools/ab_speed.py torch-decode`
+        compares this with the default always.
+        """
+        rows = token_ids.shape[0] * token_ids.shape[1]
+        choice = self._few_rows.get(rows)
+        if choice is not None:
+            return choice
+        products = [layer[name] for layer in self.layers
+                    for name in ("qkv", "out", "up", "down")]
+        kernels = self.products.plain_kernels(products + [self.unembedding])
+        choice = "default"
+        if (kernels and os.environ.get(pytorch.GEMM_ENV) != "onednn"
+                and sum(k.nbytes for k in kernels) <= _MAX_TIMED_BYTES):
+            from keras_gpt.backend.timing import interleaved_best
+
+            scratch = self.init_cache(token_ids.shape[0], token_ids.shape[1])
+
+            def steps(plain):
+                def run():
+                    self.products.plain = plain
+                    for _ in range(2):
+                        self._step(token_ids, scratch, 0)
+                return run
+
+            runs = {"default": steps(False), "addmm": steps(True)}
+            for run in runs.values():
+                run()
+            seconds = interleaved_best(runs, 3)
+            if seconds["addmm"] < _PLAIN_MARGIN * seconds["default"]:
+                choice = "addmm"
+        self._few_rows[rows] = choice
+        return choice
+
+    def _step(self, token_ids, cache, index):
         import torch
         import torch.nn.functional as F
 
@@ -201,7 +242,7 @@ class TorchDecoder:
                            for t in self.rotary_table)
         for layer, (keys, values) in zip(self.layers, cache):
             h = self._norm(x, layer["ln1"])
-            qkv = self._dense(h, layer["qkv"]).view(
+            qkv = self.products.dense(h, layer["qkv"]).view(
                 batch, length, 3, c.n_heads, c.d_head)
             q, k, v = qkv.unbind(2)
             if rotary is not None:
@@ -223,15 +264,15 @@ class TorchDecoder:
                 is_causal=causal, scale=1.0 / c.d_head ** 0.5)
             attended = attended.transpose(1, 2).reshape(
                 batch * length, c.n_heads * c.d_head)
-            x = x + self._dense(attended, layer["out"])
-            h = self._dense(self._norm(x, layer["ln2"]), layer["up"])
+            x = x + self.products.dense(attended, layer["out"])
+            h = self.products.dense(self._norm(x, layer["ln2"]), layer["up"])
             if c.activation == "gelu":
                 h = F.gelu(h, approximate="tanh")
             else:
                 h = F.relu(h)
-            x = x + self._dense(h, layer["down"])
+            x = x + self.products.dense(h, layer["down"])
         x = self._norm(x, self.final_norm)
-        return self._dense(x, self.unembedding).float().view(
+        return self.products.dense(x, self.unembedding).float().view(
             batch, length, -1)
 
     def _norm(self, x, params):
@@ -244,114 +285,6 @@ class TorchDecoder:
             return torch.layer_norm(x, x.shape[-1:], gamma, beta, epsilon)
         out = torch.layer_norm(x.float(), x.shape[-1:], gamma, beta, epsilon)
         return out.to(self.dtype)
-
-    def _linear(self, kernel, bias):
-        """What `_dense` needs to compute `x @ kernel + bias`.
-
-        With float32 weights on a PyTorch built with oneDNN (x86), the
-        kernel is packed once into oneDNN's blocked layout (as
-        `torch.compile` does for CPU inference): its matrix-vector products
-        run about 1.5x (batch 1) to 3x (batch 8) faster than MKL's `addmm`
-        here. Packs are kept until the weight changes (its storage or
-        in-place version counter).
-        """
-        if self._packable(kernel):
-            key = (kernel.data_ptr(), tuple(kernel.shape), kernel.stride())
-            cached = self._packed.get(key)
-            if cached is None or cached[0] != kernel._version:
-                cached = (kernel._version, self._pack(kernel))
-            self._fresh_packs[key] = cached
-            return ("onednn", cached[1], bias)
-        return ("addmm", kernel, bias)
-
-    @staticmethod
-    def _packable(kernel):
-        import torch
-
-        return (kernel.dtype == torch.float32 and kernel.device.type == "cpu"
-                and pytorch.onednn_linear_available())
-
-    @staticmethod
-    def _pack(kernel):
-        """An (in, out) float32 kernel in oneDNN's blocked layout."""
-        import torch
-
-        return torch.ops.mkldnn._reorder_linear_weight(kernel.T.contiguous())
-
-    def _int8_linear(self, q_kernel, scale, bias, low_rank, transposed=False):
-        """What `_dense` needs for an int8 kernel: the kernel in the layouts
-        its products read, made once until the weight changes, the bias,
-        its scales, and the LoRA factors (A, B, alpha / rank) or None.
-
-        Which products: `int8_products` (Keras' int8 arithmetic where
-        `torch._int_mm` is fast, else weight-only int8, as torchao's
-        `int8_weight_only` and gpt-fast: float rows times the int8
-        kernel's values q / scale). The `torch._int_mm` kernel is kept
-        column-major (its fast layout; a transposed W_E already is); for
-        weight-only, the kernel dequantized to float32 once and packed like
-        a float kernel (`_linear`), and for bfloat16 rows the int8 kernel
-        (out, in) for `pytorch.weight_only_int8_matmul`.
-        """
-        import torch
-
-        q = q_kernel.value.detach()
-        scale = scale.value.detach()
-        products = int8_products(q.device.type)
-        fast = products == "torch._int_mm"
-        key = (q.data_ptr(), tuple(q.shape), products)
-        cached = self._packed.get(key)
-        if cached is None or cached[0] != q._version:
-            if fast:
-                kernel = q.T if transposed else q.T.contiguous().T
-            else:
-                dequantized = (q.T if transposed else q).float() / scale
-                dequantized = (("onednn", self._pack(dequantized))
-                               if self._packable(dequantized)
-                               else ("addmm", dequantized))
-                rows_kernel = None
-                if products == "weight-only, bfloat16 rows":
-                    rows_kernel = (q if transposed else q.T.contiguous(),
-                                   torch.ones(scale.shape[-1],
-                                              dtype=torch.bfloat16))
-                kernel = (dequantized, rows_kernel)
-            cached = (q._version, kernel)
-        self._fresh_packs[key] = cached
-        bias = None if bias is None else bias.float()  # products give float32
-        return ("int8" if fast else "int8w", cached[1], bias, scale,
-                low_rank)
-
-    @staticmethod
-    def _dense(x, params):
-        """`x @ kernel + bias` for (rows, in) `x` and what `_linear` /
-        `_int8_linear` made.
-
-        Called 25 times per decoded token of a 6-layer model, so the
-        Python here is kept to what the products need (at one row it cost
-        as much as a product)."""
-        import torch
-
-        kind, kernel, bias = params[:3]
-        if kind == "onednn":
-            return torch.ops.mkldnn._linear_pointwise(x, kernel, bias, "none",
-                                                      [], "")
-        if kind == "addmm":
-            return x @ kernel if bias is None else torch.addmm(bias, x, kernel)
-        if kind == "int8":
-            q, row_scale = pytorch.quantize_rows(x)
-            y = pytorch.int8_matmul(q, kernel) / (row_scale * params[3])
-            if bias is not None:
-                y = y + bias
-        elif (kernel[1] is not None
-              and x.shape[0] <= pytorch.WEIGHT_ONLY_MAX_ROWS):
-            y = pytorch.weight_only_int8_matmul(x, *kernel[1])
-            y = (torch.div(y, params[3]) if bias is None  # to float32
-                 else torch.addcdiv(bias, y, params[3]))
-        else:
-            y = TorchDecoder._dense(x.float(), kernel[0] + (bias,))
-        if params[4] is not None:
-            a, b, factor = params[4]
-            y = y + factor * ((x.float() @ a) @ b)
-        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     @staticmethod
     def _rotate(x, rotary):

@@ -28,7 +28,7 @@ def test_quantize_smoke_prints_both_and_the_ratio(tmp_path, capsys):
     assert "float32 vs int8" in table and "validation loss" in table
     assert f"int8 products: {result['int8_products']}" in table
     if keras.backend.backend() == "torch":  # what the decoder ran
-        from keras_gpt.generation.torch_decoder import int8_products
+        from keras_gpt.generation.torch_products import int8_products
 
         assert result["int8_products"] == int8_products("cpu")
     else:
@@ -47,7 +47,7 @@ def test_run_dir_needs_quantize(capsys):
 def test_int8_error_tool_prints_both_errors(capsys):
     """tools/int8_error.py: the Keras int8 model's and the torch decoder's
     largest logit error against float32, a few percent, not zero."""
-    from keras_gpt.generation.torch_decoder import int8_products
+    from keras_gpt.generation.torch_products import int8_products
 
     load_tool("int8_error").main(["--tokens", "4"])
     out = capsys.readouterr().out

@@ -117,3 +117,97 @@ def test_int8_decoder_paths_match_their_arithmetic(overrides, monkeypatch):
                 error = np.abs(logits[:, 0] - expected[:, t]).max()
                 bound = 5e-3 * np.abs(expected).max() if bfloat16 else 1e-5
                 assert error <= bound, (case, error, bound)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch",
+                    reason="the lean decoder is PyTorch's")
+def test_few_row_steps_take_the_faster_products_timed_once(monkeypatch):
+    """Steps of up to FEW_ROWS rows run the default products (oneDNN's
+    packed float32 kernels, weight-only int8) or `addmm` of the plain
+    float32 kernels (int8 ones dequantized), whichever whole steps took
+    less time, timed once per row count; `KERAS_GPT_TORCH_GEMM` forces
+    one. Both give the model's logits; the int8 model's `addmm` steps
+    those of its dequantized weights exactly."""
+    import torch
+
+    from keras_gpt.backend import pytorch, timing
+    from keras_gpt.generation import torch_decoder
+
+    m = GPT(tiny())
+    x = np.random.default_rng(4).integers(0, VOCAB, (2, 9))
+    timed, onednn_rows, weight_only_rows = [], [], []
+
+    def faster(name):
+        def fake(runs, rounds):
+            for run in runs.values():
+                run()  # the real steps, on the scratch cache
+            timed.append(sorted(runs))
+            return {n: 1.0 if n == name else 2.0 for n in runs}
+        return fake
+
+    def spy(product, rows):
+        def call(x, *args):
+            rows.append(x.shape[0])
+            return product(x, *args)
+        return call
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise",
+                        spy(torch.ops.mkldnn._linear_pointwise, onednn_rows))
+    monkeypatch.setattr(pytorch, "weight_only_int8_matmul", spy(
+        pytorch.weight_only_int8_matmul, weight_only_rows))
+
+    def decode(decoder, expected, bound=1e-5):
+        with torch.inference_mode():
+            cache = decoder.init_cache(2, 16)
+            ids = torch.tensor(x, dtype=torch.int32)
+            logits = [to_numpy(decoder.step(ids[:, :5], cache, 0))]
+            for t in range(5, 9):  # 2 rows
+                logits.append(to_numpy(decoder.step(ids[:, t:t + 1], cache,
+                                                    t)))
+        error = np.abs(np.concatenate(logits, axis=1) - expected).max()
+        assert error <= bound, error
+
+    full = to_numpy(m(x))
+    monkeypatch.delenv(pytorch.GEMM_ENV, raising=False)
+    for name in ("addmm", "default"):
+        monkeypatch.setattr(timing, "interleaved_best", faster(name))
+        timed.clear()
+        decoder = TorchDecoder.for_model(m).refresh()
+        decode(decoder, full)
+        onednn_rows.clear()
+        decode(decoder, full)
+        assert decoder._few_rows == {2: name}
+        assert timed == [["addmm", "default"]]  # once, for 2 rows
+        # The 10-row prefill always runs on oneDNN; the 2-row steps on it
+        # only when it was faster.
+        assert set(onednn_rows) == ({10} if name == "addmm" else {10, 2})
+    for forced, packed in (("onednn", True), ("torch", False)):
+        monkeypatch.setenv(pytorch.GEMM_ENV, forced)
+        timed.clear()
+        decoder = TorchDecoder.for_model(m).refresh()
+        decode(decoder, full)
+        assert timed == []
+        assert (decoder.layers[0]["up"][0] == "onednn") is packed
+    monkeypatch.delenv(pytorch.GEMM_ENV)
+    monkeypatch.setattr(torch_decoder, "_MAX_TIMED_BYTES", 0)
+    decoder = TorchDecoder.for_model(m).refresh()
+    decode(decoder, full)
+    assert timed == [] and decoder._few_rows == {2: "default"}
+    monkeypatch.undo()
+
+    float_weights = m.get_weights()
+    m.quantize("int8")
+    m.enable_lora(2)
+    dequantized = to_numpy(_dequantized(m, float_weights, x)(x))
+    monkeypatch.setattr(pytorch, "int8_products_are_fast", lambda: False)
+    monkeypatch.setattr(pytorch, "weight_only_int8_matmul", spy(
+        pytorch.weight_only_int8_matmul, weight_only_rows))
+    monkeypatch.setattr(timing, "interleaved_best", faster("addmm"))
+    decoder = TorchDecoder.for_model(m).refresh()
+    weight_only_rows.clear()
+    decode(decoder, dequantized)  # exact: float32 products throughout
+    assert decoder._few_rows == {2: "addmm"}
+    assert set(weight_only_rows) == {2}  # timing the default steps only
+    weight_only_rows.clear()
+    decode(decoder, dequantized)
+    assert weight_only_rows == []
