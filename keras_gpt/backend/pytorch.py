@@ -47,10 +47,7 @@ def cpu_gemm():
     """
     global _CPU_GEMM
     if _CPU_GEMM is None:
-        choice = os.environ.get(GEMM_ENV, "auto")
-        if choice not in GEMM_CHOICES:
-            raise ValueError(f"{GEMM_ENV}={choice!r}: expected one of "
-                             f"{', '.join(GEMM_CHOICES)}.")
+        choice = gemm_env()
         if choice == "onednn" and not onednn_linear_available():
             raise ValueError(f"{GEMM_ENV}=onednn, but this PyTorch build has "
                              "no working oneDNN linear op.")
@@ -62,6 +59,16 @@ def cpu_gemm():
                     choice = "onednn"
         _CPU_GEMM = choice
     return _CPU_GEMM
+
+
+def gemm_env():
+    """`KERAS_GPT_TORCH_GEMM`: "auto" when unset, "onednn" or "torch";
+    another value is a ValueError naming the choices."""
+    choice = os.environ.get(GEMM_ENV, "auto")
+    if choice not in GEMM_CHOICES:
+        raise ValueError(f"{GEMM_ENV}={choice!r}: expected one of "
+                         f"{', '.join(GEMM_CHOICES)}.")
+    return choice
 
 
 def _time_projections(rows=1024, d_in=384, d_out=1536, rounds=3):

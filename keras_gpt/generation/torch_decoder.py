@@ -4,8 +4,6 @@
 torch is imported inside methods only.
 """
 
-import os
-
 import keras
 
 from keras_gpt.backend import pytorch
@@ -197,7 +195,7 @@ class TorchDecoder:
                     for name in ("qkv", "out", "up", "down")]
         kernels = self.products.plain_kernels(products + [self.unembedding])
         choice = "default"
-        if (kernels and os.environ.get(pytorch.GEMM_ENV) != "onednn"
+        if (kernels and pytorch.gemm_env() != "onednn"
                 and sum(k.nbytes for k in kernels) <= _MAX_TIMED_BYTES):
             from keras_gpt.backend.timing import interleaved_best
 

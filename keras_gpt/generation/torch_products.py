@@ -5,8 +5,6 @@ weight changes, and the products themselves.
 torch is imported inside methods only.
 """
 
-import os
-
 import keras
 
 from keras_gpt.backend import pytorch
@@ -106,7 +104,7 @@ class TorchProducts:
         import torch
 
         return (kernel.dtype == torch.float32 and kernel.device.type == "cpu"
-                and os.environ.get(pytorch.GEMM_ENV) != "torch"
+                and pytorch.gemm_env() != "torch"
                 and pytorch.onednn_linear_available())
 
     @staticmethod

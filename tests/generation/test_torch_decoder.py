@@ -211,3 +211,7 @@ def test_few_row_steps_take_the_faster_products_timed_once(monkeypatch):
     weight_only_rows.clear()
     decode(decoder, dequantized)
     assert weight_only_rows == []
+    monkeypatch.setenv(pytorch.GEMM_ENV, "mkl")
+    with pytest.raises(ValueError, match=r"KERAS_GPT_TORCH_GEMM='mkl': "
+                                         r"expected one of auto, onednn"):
+        TorchDecoder.for_model(m).refresh()
