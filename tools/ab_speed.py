@@ -21,9 +21,9 @@ layers, 6 heads, d_model 384, vocab 8192, 256 positions, batch 8, float32;
   `pytorch.cpu_gemm` picks for this CPU against the other one
   (oneDNN or the wheel's own GEMM; training step; PyTorch only);
 - torch-decode: PyTorch's decoder choosing, by timing, torch's `addmm` or
-  oneDNN for the float32 products of steps of few rows, against oneDNN
-  always (batch-1 greedy, 16-token prompt, 200 new tokens or as many as
-  the context leaves; PyTorch only).
+  its default products (oneDNN, weight-only int8) for steps of few rows,
+  against the default always (batch-1 greedy, 16-token prompt, 200 new
+  tokens or as many as the context leaves; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
     KERAS_BACKEND=torch .venv/bin/python tools/ab_speed.py torch-decode --config baby

@@ -162,13 +162,13 @@ class TorchDecoder:
         anything.
         """
         rows = token_ids.shape[0] * token_ids.shape[1]
-        self.products.plain = (rows <= FEW_ROWS
-                               and self._few_rows_gemm(token_ids) == "addmm")
+        self.products.plain = (rows <= FEW_ROWS and self._few_rows_gemm(
+            token_ids, rows) == "addmm")
         return self._step(token_ids, cache, index)
 
-    def _few_rows_gemm(self, token_ids):
-        """"default" or "addmm": the products a step of `token_ids`' few
-        rows runs, timed the first time: oneDNN's packed float32 kernels
+    def _few_rows_gemm(self, token_ids, rows):
+        """"default" or "addmm": the products a step of `token_ids` (`rows`
+        rows, a few) runs, timed the first time: oneDNN's packed float32 kernels
         and weight-only int8 (`TorchProducts.dense`), or torch's `addmm` of
         the plain (float32, or int8 dequantized) kernels.
 
@@ -187,7 +187,6 @@ class TorchDecoder:
         a cache (`_MAX_TIMED_BYTES`). `tools/ab_speed.py torch-decode`
         compares this with the default always.
         """
-        rows = token_ids.shape[0] * token_ids.shape[1]
         choice = self._few_rows.get(rows)
         if choice is not None:
             return choice
