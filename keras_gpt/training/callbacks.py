@@ -118,11 +118,14 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     no evaluation, no checkpoint (the last finite one stays as it was).
     Unlike `keras.callbacks.TerminateOnNaN` it names the step and is
     `async_safe`: on JAX and PyTorch the check runs on Keras' callback
-    thread and the error reaches the training loop a step or two later,
+    threads and the error reaches the training loop a step or two later,
     before the epoch's end (where checkpoints are written).
 
     The loss in the logs is the epoch's running mean, which becomes
-    non-finite at the first non-finite step and stays so.
+    non-finite at the first non-finite step and stays so. Keras' threads
+    may check a later step before an earlier one, so a non-finite step
+    waits until every step begun before it was checked, and the error
+    names the first non-finite one.
 
     Args:
         run_dir: The run directory (named in the message), or None.
@@ -134,19 +137,40 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self._epoch = 0
+        self._checked = threading.Condition()
+        self._begun = []       # this epoch's batches, in the loop's order
+        self._losses = {}      # batch -> its loss (None: not in the logs)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Keras waits for the previous epoch's batch ends before this.
         self._epoch = epoch
+        with self._checked:
+            self._begun, self._losses = [], {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        with self._checked:  # the training loop's thread, in step order
+            self._begun.append(batch)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is None:
-            return
-        loss = _float(loss)
-        if math.isfinite(loss):
-            return
+        loss = None if loss is None else _float(loss)
+        with self._checked:
+            self._losses[batch] = loss
+            self._checked.notify_all()
+            if loss is None or math.isfinite(loss):
+                return
+            # Wait for the calls begun before this one. With
+            # steps_per_execution, `batch` is a call's last step and the
+            # begun index its first: the calls begun at or before `batch`
+            # are this one and those that end before it.
+            self._checked.wait_for(lambda: sum(
+                b <= batch for b in self._losses) >= sum(
+                b <= batch for b in self._begun), timeout=600)
+            first = min(b for b, value in self._losses.items()
+                        if value is not None and not math.isfinite(value))
+            loss = self._losses[first]
         steps = self.params.get("steps") or 0
-        step = self._epoch * steps + batch + 1
+        step = self._epoch * steps + first + 1
         raise NonFiniteLossError(non_finite_message(
             f"The training loss became {loss}", step, self.run_dir))
 

@@ -112,6 +112,42 @@ def test_a_non_finite_loss_stops_fit_naming_the_step(tmp_path):
 
 
 @pytest.mark.backend_independent
+def test_a_later_step_checked_first_still_names_the_first_non_finite_one():
+    """Keras' worker threads may check step 3 before step 2 (the CI saw
+    "step 3" for a NaN at step 2): the later check waits for the earlier
+    one, and both name the first non-finite step and its loss."""
+    stop = run_callbacks.StopOnNonFiniteLoss()
+    stop.set_params({"steps": 10})
+    stop.on_epoch_begin(1)
+    for batch in range(4):
+        stop.on_train_batch_begin(batch)
+    stop.on_train_batch_end(0, {"loss": 2.0})
+    raised = {}
+
+    def batch_end(batch, loss):
+        try:
+            stop.on_train_batch_end(batch, {"loss": loss})
+        except run_callbacks.NonFiniteLossError as error:
+            raised[batch] = str(error)
+
+    later = threading.Thread(target=batch_end, args=(2, math.nan))
+    later.start()
+    later.join(timeout=0.5)
+    assert later.is_alive() and not raised  # waits for batch 1's check
+    batch_end(1, math.inf)
+    later.join(timeout=30)
+    assert not later.is_alive()
+    message = ("The training loss became inf at step 12: training stopped. "
+               "Lower --learning-rate")
+    assert raised.keys() == {1, 2}
+    assert all(text.startswith(message) for text in raised.values()), raised
+    # A finite step, or logs without a loss, never waits or raises.
+    stop.on_train_batch_end(3, {"accuracy": 0.5})
+    stop.on_epoch_begin(2)
+    stop.on_train_batch_end(5, {"loss": 1.0})
+
+
+@pytest.mark.backend_independent
 def test_samples_say_once_that_a_one_position_context_has_no_room(capsys):
     """`keras-gpt train --context-length 1` trains (a bigram model); its
     sampled continuations are skipped with one line, not an error that
