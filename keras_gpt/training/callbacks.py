@@ -138,37 +138,37 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.run_dir = run_dir
         self._epoch = 0
         self._checked = threading.Condition()
-        self._begun = []       # this epoch's batches, in the loop's order
-        self._losses = {}      # batch -> its loss (None: not in the logs)
+        self._pending = set()  # calls begun, not yet checked (first batch)
+        self._non_finite = {}  # batch -> its non-finite loss
 
     def on_epoch_begin(self, epoch, logs=None):
         # Keras waits for the previous epoch's batch ends before this.
         self._epoch = epoch
         with self._checked:
-            self._begun, self._losses = [], {}
+            self._pending, self._non_finite = set(), {}
 
     def on_train_batch_begin(self, batch, logs=None):
         with self._checked:  # the training loop's thread, in step order
-            self._begun.append(batch)
+            self._pending.add(batch)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         loss = None if loss is None else _float(loss)
         with self._checked:
-            self._losses[batch] = loss
-            self._checked.notify_all()
+            # With steps_per_execution, `batch` is a call's last step and
+            # the begun index its first: the latest begun at or before it.
+            begun = [b for b in self._pending if b <= batch]
+            if begun:
+                self._pending.discard(max(begun))
+                self._checked.notify_all()
             if loss is None or math.isfinite(loss):
                 return
-            # Wait for the calls begun before this one. With
-            # steps_per_execution, `batch` is a call's last step and the
-            # begun index its first: the calls begun at or before `batch`
-            # are this one and those that end before it.
-            self._checked.wait_for(lambda: sum(
-                b <= batch for b in self._losses) >= sum(
-                b <= batch for b in self._begun), timeout=600)
-            first = min(b for b, value in self._losses.items()
-                        if value is not None and not math.isfinite(value))
-            loss = self._losses[first]
+            self._non_finite[batch] = loss
+            # Wait for the calls begun before this one to be checked.
+            self._checked.wait_for(lambda: not any(
+                b <= batch for b in self._pending), timeout=600)
+            first = min(self._non_finite)
+            loss = self._non_finite[first]
         steps = self.params.get("steps") or 0
         step = self._epoch * steps + first + 1
         raise NonFiniteLossError(non_finite_message(

@@ -117,11 +117,6 @@ def test_a_later_step_checked_first_still_names_the_first_non_finite_one():
     "step 3" for a NaN at step 2): the later check waits for the earlier
     one, and both name the first non-finite step and its loss."""
     stop = run_callbacks.StopOnNonFiniteLoss()
-    stop.set_params({"steps": 10})
-    stop.on_epoch_begin(1)
-    for batch in range(4):
-        stop.on_train_batch_begin(batch)
-    stop.on_train_batch_end(0, {"loss": 2.0})
     raised = {}
 
     def batch_end(batch, loss):
@@ -130,21 +125,40 @@ def test_a_later_step_checked_first_still_names_the_first_non_finite_one():
         except run_callbacks.NonFiniteLossError as error:
             raised[batch] = str(error)
 
-    later = threading.Thread(target=batch_end, args=(2, math.nan))
-    later.start()
-    later.join(timeout=0.5)
-    assert later.is_alive() and not raised  # waits for batch 1's check
-    batch_end(1, math.inf)
-    later.join(timeout=30)
-    assert not later.is_alive()
+    def out_of_order(first_end, later_end, first_loss, later_loss):
+        """The later call's check starts first; it must wait."""
+        raised.clear()
+        later = threading.Thread(target=batch_end,
+                                 args=(later_end, later_loss))
+        later.start()
+        later.join(timeout=0.5)
+        assert later.is_alive() and not raised  # waits for the earlier one
+        batch_end(first_end, first_loss)
+        later.join(timeout=30)
+        assert not later.is_alive()
+
+    stop.set_params({"steps": 10})
+    stop.on_epoch_begin(1)
+    for batch in range(4):
+        stop.on_train_batch_begin(batch)
+    stop.on_train_batch_end(0, {"loss": 2.0})
+    out_of_order(1, 2, math.inf, math.nan)
+    assert raised.keys() == {1, 2}
     message = ("The training loss became inf at step 12: training stopped. "
                "Lower --learning-rate")
-    assert raised.keys() == {1, 2}
     assert all(text.startswith(message) for text in raised.values()), raised
     # A finite step, or logs without a loss, never waits or raises.
     stop.on_train_batch_end(3, {"accuracy": 0.5})
-    stop.on_epoch_begin(2)
-    stop.on_train_batch_end(5, {"loss": 1.0})
+
+    # steps_per_execution=4: calls begin at 0 and 4 and end at 3 and 7.
+    stop.set_params({"steps": 8})
+    stop.on_epoch_begin(0)
+    stop.on_train_batch_begin(0)
+    stop.on_train_batch_begin(4)
+    out_of_order(3, 7, 1.0, math.nan)
+    assert list(raised.values()) == [
+        "The training loss became nan at step 8: training stopped. Lower "
+        "--learning-rate (or check the data)."]
 
 
 @pytest.mark.backend_independent
