@@ -164,9 +164,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             if loss is None or math.isfinite(loss):
                 return
             self._non_finite[batch] = loss
-            # Wait for the calls begun before this one to be checked.
+            # Wait for the calls begun before this one to be checked (their
+            # logs are ready: only a call whose other callbacks raised
+            # would leave one pending, hence the time limit).
             self._checked.wait_for(lambda: not any(
-                b <= batch for b in self._pending), timeout=600)
+                b <= batch for b in self._pending), timeout=30)
             first = min(self._non_finite)
             loss = self._non_finite[first]
         steps = self.params.get("steps") or 0
