@@ -4,7 +4,7 @@ did not (a mixin of `keras_gpt.GPT`; see `CompileMethods.compile`)."""
 import keras
 
 from keras_gpt.backend import (traced_once_with_built_optimizer,
-                               training_jit_compile)
+                               training_jit_compile, use_fused_optimizer)
 # Also registers NextTokenLoss, which a saved GPT's compile config may name.
 from keras_gpt.losses import same_computation
 
@@ -69,6 +69,7 @@ class CompileMethods:
         self._compile_config.config.update(loss=loss, jit_compile=jit_compile)
         if traced_once_with_built_optimizer(self.optimizer):
             self.optimizer.build(self.trainable_variables)
+        use_fused_optimizer(self.optimizer)
 
     def compile_from_config(self, config):
         """Compiles from `get_compile_config()`'s dict (as `load_model`
