@@ -23,10 +23,14 @@ layers, 6 heads, d_model 384, vocab 8192, 256 positions, batch 8, float32;
 - torch-decode: PyTorch's decoder choosing, by timing, torch's `addmm` or
   its default products (oneDNN, weight-only int8) for steps of few rows,
   against the default always (batch-1 greedy, 16-token prompt, 200 new
-  tokens or as many as the context leaves; PyTorch only).
+  tokens or as many as the context leaves; PyTorch only);
+- torch-adam: Keras' AdamW step on torch's fused CPU kernel
+  (`keras_gpt.backend.torch_adam`, what `GPT.compile` installs) against
+  Keras' own `torch._foreach` step (training step; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
     KERAS_BACKEND=torch .venv/bin/python tools/ab_speed.py torch-decode --config baby
+    KERAS_BACKEND=torch .venv/bin/python tools/ab_speed.py torch-adam --steps 20 --config baby
 
 Prints, per check, tokens/s on and off and their ratio, then each side's
 best CPU milliseconds per step (all threads: on a shared machine a steadier
@@ -47,7 +51,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
-from keras_gpt.backend import pytorch  # noqa: E402
+from keras_gpt.backend import pytorch, torch_adam  # noqa: E402
 from keras_gpt import compiling  # noqa: E402
 from keras_gpt.bench import implementations  # noqa: E402
 from keras_gpt.bench.options import CONFIGS  # noqa: E402
@@ -58,9 +62,9 @@ from keras_gpt.training import recipe as training  # noqa: E402
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
 CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm",
-          "torch-decode")
+          "torch-decode", "torch-adam")
 ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch",
-        "torch-decode": "torch"}
+        "torch-decode": "torch", "torch-adam": "torch"}
 DECODING = ("decode-vectors", "torch-decode")
 
 
@@ -84,6 +88,9 @@ def _switch(check, on):
     if check == "torch-decode":  # a margin of 0: oneDNN always
         return [(torch_decoder, "_PLAIN_MARGIN",
                  torch_decoder._PLAIN_MARGIN if on else 0.0)]
+    if check == "torch-adam":
+        return [(torch_adam, "install",
+                 torch_adam.install if on else (lambda optimizer: False))]
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return [(module, "training_jit_compile",
