@@ -19,8 +19,8 @@ class CompileMethods:
                 auto_scale_loss=True):
         """`keras.Model.compile`, choosing the fastest way where you did not.
 
-        Same arguments and meaning as Keras' `compile`. Two choices differ
-        from Keras' own, both in speed only:
+        Same arguments and meaning as Keras' `compile`. Three choices differ
+        from Keras' own, all in speed only:
 
         - `jit_compile="auto"` means what `compile_for_pretraining` uses
           (`keras_gpt.backend.training_jit_compile`): XLA on TensorFlow
@@ -32,6 +32,9 @@ class CompileMethods:
           `NextTokenLoss`: the same values and gradients, computed without
           a one-hot of the targets (`keras_gpt.losses.same_computation`).
           Any other loss is used as given.
+        - On PyTorch, a Keras `Adam` or `AdamW` takes its steps on torch's
+          fused CPU kernel (`keras_gpt.backend.torch_adam`): the same
+          arithmetic, the same optimizer class and config.
 
         `model.loss` and the compile config (`get_compile_config`, saved in
         a `.keras` file) keep what you passed, "auto" included, so a saved

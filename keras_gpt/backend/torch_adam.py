@@ -4,18 +4,19 @@ Keras' PyTorch Adam (`keras/src/backend/torch/optimizers/torch_adam.py`)
 updates the weights with eight `torch._foreach_*` passes over all of them,
 five of which allocate new tensors; its global-norm clipping squares and
 sums each gradient in its own op, and weight decay is one more pass. On a
-CPU that cost 128 ms per step for the benchmark model (13.9M parameters)
-and 9.4 ms for nanoGPT's baby config, against 30 and 3.2 ms here (the
-`apply` of random gradients, best of 15, 2026-12-07, AVX-512 EPYC): a
-tenth of the baby config's training step.
+CPU, running them as below made the whole training step 1.06x faster for
+nanoGPT's baby config and 1.04x for the benchmark model (2026-12-07,
+AVX-512 EPYC, `tools/ab_speed.py torch-adam`).
 
 `torch._fused_adamw_` (what `torch.optim.AdamW(fused=True)` calls) decays
 and updates each weight in one pass. The arithmetic is Keras': its step is
 `p -= alpha * m / (sqrt(v) + eps)`, `alpha = lr * sqrt(1 - b2^t) / (1 -
 b1^t)`; torch's kernel divides `sqrt(v)` by `sqrt(1 - b2^t)` before adding
 its epsilon, so it is given `eps / sqrt(1 - b2^t)`; decay is `p *= 1 - lr *
-wd` before the step in both, on the variables Keras would decay. Results
-agree with Keras' own step to float32 rounding (tests/backend).
+wd` before the step in both, on the variables Keras would decay. The
+changes to the weights agree with Keras' own to 1e-4 of the largest: Keras
+computes `1 - b2^t` in float32, torch in float64
+(tests/backend/test_torch_adam.py).
 """
 
 import math
