@@ -124,7 +124,9 @@ class _FusedAdam:
                 self.keras_class._apply_weight_decay(o, variables)
             return self.keras_class._parallel_update_step(
                 o, grads, variables, learning_rate)
-        step = float(o.iterations.value) + 1.0
+        # Keras' step count (`iterations` is a tensor, not the variable,
+        # with gradient accumulation).
+        step = float(keras.ops.convert_to_numpy(o.iterations)) + 1.0
         if isinstance(learning_rate, keras.Variable):
             learning_rate = learning_rate.value
         index = [o._get_variable_index(v) for v in variables]
