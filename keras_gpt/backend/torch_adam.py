@@ -1,7 +1,7 @@
 """PyTorch-only: Keras' Adam and AdamW steps run as torch's fused CPU kernel.
 
 Keras' PyTorch Adam (`keras/src/backend/torch/optimizers/torch_adam.py`)
-updates the weights with eight `torch._foreach_*` passes over all of them,
+updates the weights with ten `torch._foreach_*` calls over all of them,
 five of which allocate new tensors; its global-norm clipping squares and
 sums each gradient in its own op, and weight decay is one more pass. On a
 CPU, running them as below made the whole training step 1.06x faster for
