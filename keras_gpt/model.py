@@ -14,6 +14,7 @@ from keras_gpt import activations
 from keras_gpt.config import GPTConfig
 from keras_gpt.layers import (PositionEmbedding, SinusoidalEncoding,
                               TokenEmbedding, TransformerBlock, Unembedding)
+from keras_gpt.layers.direct import Dropout, LayerNormalization
 from keras_gpt.compiling import CompileMethods
 from keras_gpt.lora import LoRAMethods
 from keras_gpt.quantization import QuantizationMethods
@@ -95,7 +96,7 @@ class GPT(CompileMethods, LoRAMethods, QuantizationMethods, keras.Model):
                 name="position_embedding", dtype=policy)
         else:  # rotary: applied to queries and keys inside attention
             self.position_embedding = None
-        self.embedding_dropout = keras.layers.Dropout(c.dropout, dtype=policy)
+        self.embedding_dropout = Dropout(c.dropout, dtype=policy)
         rotary = c.rotary_max_wavelength if c.positions == "rotary" else None
         self.blocks = [
             TransformerBlock(
@@ -107,7 +108,7 @@ class GPT(CompileMethods, LoRAMethods, QuantizationMethods, keras.Model):
                 output_kernel_initializer=residual_init,
                 name=f"block_{i}", dtype=policy)
             for i in range(c.n_layers)]
-        self.final_norm = keras.layers.LayerNormalization(
+        self.final_norm = LayerNormalization(
             epsilon=c.layer_norm_epsilon, name="final_norm", dtype=policy)
         self.unembedding = Unembedding(
             c.vocab_size, tied=c.tie_embeddings,

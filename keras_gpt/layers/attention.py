@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_gpt import backend as backend_lib
+from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.positions import RotaryEmbedding
 from keras_gpt.layers.rows import Projection
 
@@ -27,7 +28,7 @@ _MIN_QUERY_BLOCK = 64
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class CausalSelfAttention(keras.layers.Layer):
+class CausalSelfAttention(DirectCall, keras.layers.Layer):
     """Multi-head causal self-attention with a fused W_Q/W_K/W_V projection.
 
     The fused kernel has GPT-2's `c_attn` layout, (d_model, 3 * n_heads *

@@ -4,11 +4,12 @@ added back to the residual stream."""
 import keras
 
 from keras_gpt.layers.attention import CausalSelfAttention
+from keras_gpt.layers.direct import DirectCall, Dropout, LayerNormalization
 from keras_gpt.layers.mlp import MLP
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(DirectCall, keras.layers.Layer):
     """`x + attn(ln1(x))`, then `x + mlp(ln2(x))` (GPT-2's pre-LN block).
 
     Args:
@@ -54,7 +55,7 @@ class TransformerBlock(keras.layers.Layer):
         self.output_kernel_initializer = keras.initializers.get(
             output_kernel_initializer)
         policy = self.dtype_policy
-        self.ln1 = keras.layers.LayerNormalization(
+        self.ln1 = LayerNormalization(
             epsilon=layer_norm_epsilon, name="ln1", dtype=policy)
         self.attention = CausalSelfAttention(
             n_heads, d_head, use_bias=use_bias,
@@ -62,13 +63,13 @@ class TransformerBlock(keras.layers.Layer):
             kernel_initializer=kernel_initializer,
             output_kernel_initializer=output_kernel_initializer,
             name="attention", dtype=policy)
-        self.ln2 = keras.layers.LayerNormalization(
+        self.ln2 = LayerNormalization(
             epsilon=layer_norm_epsilon, name="ln2", dtype=policy)
         self.mlp = MLP(d_mlp, activation=activation, use_bias=use_bias,
                        kernel_initializer=kernel_initializer,
                        output_kernel_initializer=output_kernel_initializer,
                        name="mlp", dtype=policy)
-        self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy)
+        self.dropout_layer = Dropout(dropout, dtype=policy)
 
     def build(self, input_shape):
         for layer in (self.ln1, self.attention, self.ln2, self.mlp):

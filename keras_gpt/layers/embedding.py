@@ -4,11 +4,12 @@ import keras
 from keras import ops
 
 from keras_gpt.backend import check_token_ids, int8, nan_where_out_of_range
+from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.adapters import add_int8_table, mark_int8
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class TokenEmbedding(keras.layers.Layer):
+class TokenEmbedding(DirectCall, keras.layers.Layer):
     """The embedding matrix W_E (vocab_size x d_model).
 
     Maps token ids to vectors; `unembed` reuses W_E transposed as W_U when

@@ -7,11 +7,12 @@ model's knowledge is stored.
 import keras
 from keras import ops
 
+from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.rows import Projection, on_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class MLP(keras.layers.Layer):
+class MLP(DirectCall, keras.layers.Layer):
     """Up-projection to d_mlp, GELU (tanh approximation) or ReLU, down again.
 
     Args:

@@ -8,13 +8,15 @@ of its new tokens only.
 import keras
 from keras import ops
 
+from keras_gpt.layers.direct import DirectCall
+
 
 def _positions(length, start_index, dtype="int32"):
     return ops.cast(ops.arange(length) + start_index, dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(DirectCall, keras.layers.Layer):
     """Learned position embeddings (GPT-2, GPT-3): one vector per position.
 
     Args:
@@ -65,7 +67,7 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class SinusoidalEncoding(keras.layers.Layer):
+class SinusoidalEncoding(DirectCall, keras.layers.Layer):
     """Fixed sine/cosine positions of "Attention Is All You Need" (no weights).
 
     Dimension 2i holds sin(pos / w^(2i/d)), dimension 2i+1 the cosine.
@@ -100,7 +102,7 @@ class SinusoidalEncoding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class RotaryEmbedding(keras.layers.Layer):
+class RotaryEmbedding(DirectCall, keras.layers.Layer):
     """Rotary position embedding (RoFormer), applied to queries and keys.
 
     Rotates each pair of dimensions (i, i + d/2) of a head by an angle

@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_gpt import backend as backend_lib
 from keras_gpt.backend import int8
+from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.adapters import (lora_delta, remove_lora_factors,
                                        with_lora)
 
@@ -27,13 +28,15 @@ def on_rows(fn, x):
     Returns:
         `fn`'s output reshaped to (..., out_features).
     """
+    if len(ops.shape(x)) == 2:  # already rows (an MLP's inner products)
+        return fn(x)
     leading = ops.shape(x)[:-1]
     y = fn(ops.reshape(x, (-1, ops.shape(x)[-1])))
     return ops.reshape(y, (*leading, ops.shape(y)[-1]))
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class Projection(keras.layers.Dense):
+class Projection(DirectCall, keras.layers.Dense):
     """A `keras.layers.Dense` without activation, computed on 2-D rows.
 
     Same weights (`kernel`, `bias`) and arguments as Dense; the product is
@@ -60,11 +63,11 @@ class Projection(keras.layers.Dense):
             raise ValueError("Projection has no activation; apply it after.")
         super().__init__(units, **kwargs)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs):
         return on_rows(lambda rows: with_lora(self, rows, backend_lib.linear(
             rows, self._kernel, self.bias)), inputs)
 
-    def _int8_call(self, inputs, training=None):
+    def _int8_call(self, inputs):
         return on_rows(lambda rows: with_lora(self, rows, int8.linear(
             rows, self._kernel, self.kernel_scale, self.bias)), inputs)
 

@@ -10,11 +10,12 @@ from keras_gpt.backend import int8
 from keras_gpt.layers.adapters import (add_int8_table, add_lora_factors,
                                        lora_delta, mark_int8,
                                        remove_lora_factors, with_lora)
+from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.rows import on_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
-class Unembedding(keras.layers.Layer):
+class Unembedding(DirectCall, keras.layers.Layer):
     """Logits = x @ W_U, with W_U its own (d_model x vocab) matrix or W_E^T.
 
     Args:
