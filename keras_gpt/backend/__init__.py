@@ -8,6 +8,7 @@ import keras
 
 from keras_gpt.backend import pytorch, torch_adam
 from keras_gpt.backend.compilation import use_compilation_cache  # noqa: F401
+from keras_gpt.backend.jax_memory import keep_step_memory  # noqa: F401
 from keras_gpt.backend.layer_calls import direct_call_applies  # noqa: F401
 from keras_gpt.backend.token_ids import (check_token_ids,  # noqa: F401
                                          nan_where_out_of_range)

@@ -16,6 +16,9 @@ from keras_gpt.commands.flags import OneLineParser, as_flags, print_error
 
 COMMANDS = ("params", "plan", "train", "generate", "convert", "export",
             "quantize", "dpo", "bench", "explain")
+# Commands that train: on JAX on a CPU they keep each step's memory
+# (`keras_gpt.backend.keep_step_memory`), set before JAX starts.
+TRAINING = ("train", "dpo", "bench")
 
 # What a user's mistake raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
@@ -57,6 +60,10 @@ def main(argv=None):
     except SystemExit as done:  # --help, or a bad flag (one line printed)
         return done.code
     args.parser = subcommand_parser(parser, args.command)
+    if args.command in TRAINING:
+        from keras_gpt.backend import keep_step_memory
+
+        keep_step_memory()
     try:
         return args.run(args)
     except (CommandError, *USER_ERRORS) as error:

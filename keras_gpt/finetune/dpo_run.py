@@ -172,7 +172,8 @@ def _data(o, data, policy, tokenizer, cache_dir, verbose):
 
 
 def _fit(out, o, policy, tokenizer, val, arrays, verbose):
-    from keras_gpt.backend import training_jit_compile, use_fused_optimizer
+    from keras_gpt.backend import (keep_step_memory, training_jit_compile,
+                                   use_fused_optimizer)
     from keras_gpt.data.batches import ordered_batches, shuffled_batches
     from keras_gpt.training.recipe import make_optimizer
 
@@ -182,6 +183,7 @@ def _fit(out, o, policy, tokenizer, val, arrays, verbose):
         o["steps"], learning_rate=o["learning_rate"],
         warmup_steps=o["warmup_steps"]), jit_compile=training_jit_compile())
     use_fused_optimizer(model.optimizer)
+    keep_step_memory()
     train_ds = shuffled_batches(arrays["train"], o["batch_size"], o["seed"])
     val_ds = ordered_batches(arrays["val"], o["batch_size"], o["eval_steps"])
     length = arrays["train"]["chosen"].shape[1]

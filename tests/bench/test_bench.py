@@ -299,3 +299,22 @@ def test_tf_step_profile_smoke():
     assert set(totals) == {"matrix products", "other ops"}, out
     assert float(totals["matrix products"]) > 0
     assert "gpt/unembedding/MatMul" in out and "attention" in out
+
+
+def test_jax_memory_smoke():
+    """tools/jax_memory.py times fresh processes with and without
+    `keep_step_memory` and prints both rows and the ratio."""
+    if keras.backend.backend() != "jax":
+        pytest.skip("starts its own JAX processes: JAX pass only")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "jax_memory.py"),
+         "--smoke"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(r"^(kept|default)\s+([\d.]+) ms/step\s+(\d+) page "
+                      r"faults/step\s+([\d.]+) ms system", result.stdout,
+                      re.M)
+    assert [row[0] for row in rows] == ["kept", "default"], result.stdout
+    assert all(float(ms) > 0 for _, ms, _, _ in rows)
+    assert re.search(r"^kept / default: [\d.]+x faster$", result.stdout,
+                     re.M), result.stdout
