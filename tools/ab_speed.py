@@ -26,7 +26,11 @@ layers, 6 heads, d_model 384, vocab 8192, 256 positions, batch 8, float32;
   tokens or as many as the context leaves; PyTorch only);
 - torch-adam: Keras' AdamW step on torch's fused CPU kernel
   (`keras_gpt.backend.torch_adam`, what `GPT.compile` installs) against
-  Keras' own `torch._foreach` step (training step; PyTorch only).
+  Keras' own `torch._foreach` step (training step; PyTorch only);
+- torch-direct: the model's sublayers calling each other's `call`
+  directly where Keras' `Layer.__call__` would only do bookkeeping
+  (`keras_gpt.layers.direct`) against `Layer.__call__` every time
+  (training step; PyTorch only).
 
     KERAS_BACKEND=jax .venv/bin/python tools/ab_speed.py attention loss decode-vectors
     KERAS_BACKEND=torch .venv/bin/python tools/ab_speed.py torch-decode --config baby
@@ -51,7 +55,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_gpt import backend as backend_lib  # noqa: E402
-from keras_gpt.backend import pytorch, torch_adam  # noqa: E402
+from keras_gpt.backend import layer_calls, pytorch, torch_adam  # noqa: E402
 from keras_gpt import compiling  # noqa: E402
 from keras_gpt.bench import implementations  # noqa: E402
 from keras_gpt.bench.options import CONFIGS  # noqa: E402
@@ -62,9 +66,9 @@ from keras_gpt.training import recipe as training  # noqa: E402
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
 CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm",
-          "torch-decode", "torch-adam")
+          "torch-decode", "torch-adam", "torch-direct")
 ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch",
-        "torch-decode": "torch", "torch-adam": "torch"}
+        "torch-decode": "torch", "torch-adam": "torch", "torch-direct": "torch"}
 DECODING = ("decode-vectors", "torch-decode")
 
 
@@ -91,6 +95,8 @@ def _switch(check, on):
     if check == "torch-adam":
         return [(torch_adam, "install",
                  torch_adam.install if on else (lambda optimizer: False))]
+    if check == "torch-direct":
+        return [(layer_calls, "_TORCH", on)]
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return [(module, "training_jit_compile",

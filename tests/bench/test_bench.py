@@ -231,7 +231,8 @@ def test_tf_step_breakdown_smoke():
 # Each check once over the three passes, on a backend it applies to (the
 # TensorFlow pass, the slowest, keeps only its own).
 AB_CHECKS = {"tensorflow": ["tf-xla"], "jax": ["attention", "decode-vectors"],
-             "torch": ["torch-gemm", "loss", "torch-decode", "torch-adam"]}
+             "torch": ["torch-gemm", "loss", "torch-decode", "torch-adam",
+                       "torch-direct"]}
 
 
 def test_ab_speed_smoke(capsys):
