@@ -12,6 +12,7 @@ keep Keras' path.
 """
 
 import keras
+from keras.src.backend import get_autocast_scope  # no public name
 
 _TORCH = keras.backend.backend() == "torch"
 
@@ -57,8 +58,6 @@ def direct_call_applies(layer, args, kwargs):
             or keras.distribution.distribution() is not None
             or _has_torch_hooks(layer)):
         return False
-    from keras.src.backend import get_autocast_scope
-
     scope = get_autocast_scope()
     return scope is None or (layer.autocast
                              and scope.dtype == layer.compute_dtype)

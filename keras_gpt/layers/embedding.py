@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from keras_gpt.backend import check_token_ids, int8, nan_where_out_of_range
-from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.adapters import add_int8_table, mark_int8
+from keras_gpt.layers.direct import DirectCall
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")

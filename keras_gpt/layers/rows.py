@@ -13,9 +13,9 @@ from keras import ops
 
 from keras_gpt import backend as backend_lib
 from keras_gpt.backend import int8
-from keras_gpt.layers.direct import DirectCall
 from keras_gpt.layers.adapters import (lora_delta, remove_lora_factors,
                                        with_lora)
+from keras_gpt.layers.direct import DirectCall
 
 
 def on_rows(fn, x):
