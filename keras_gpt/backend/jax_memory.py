@@ -5,10 +5,10 @@ activations and gradients: 45 MiB for nanoGPT's baby config, 718 MiB for
 the benchmark model) with `malloc` at every execution and frees it after.
 glibc serves blocks above its mmap threshold (32 MiB at most) with a fresh
 `mmap` and returns them with `munmap`, so the kernel maps and zero-fills
-every page again at every step: 12,400 page faults and 25 ms of system time
-in a 49 ms baby step, 191,000 and 390 ms in a 1.4 s step of the benchmark
-model (2026-12-07, 2-core AMD EPYC; `strace` showed one 45 MiB
-mmap/munmap pair per step). TensorFlow's XLA allocates through
+every page again at every step: 12,332 page faults and 33 ms of system CPU
+in a 58 ms baby step, 192,163 and 335 ms in a 1.3 s step of the benchmark
+model (2026-12-07, 2-core AMD EPYC, `tools/jax_memory.py`; `strace` showed
+one 45 MiB mmap/munmap pair per step). TensorFlow's XLA allocates through
 TensorFlow's allocator and PyTorch through its own: neither pays it.
 
 `keep_step_memory` asks glibc (`mallopt`) to serve large blocks from its

@@ -7,7 +7,8 @@ Keras' `Layer.__call__` would change nothing (plain tensors of the right
 dtype, `training` given, no masks, mixed precision, hooks...); otherwise,
 and on JAX and TensorFlow, Keras' `__call__` as usual. The result is the
 same either way (tests/layers/test_direct.py); on PyTorch the training
-step of nanoGPT's baby config is ~3 ms faster.
+step of nanoGPT's baby config is 1.069x faster (`tools/ab_speed.py
+torch-direct`).
 """
 
 import keras
