@@ -24,7 +24,7 @@ from keras_gpt.sharding import fit_layout_to_model, layout_map
 def _normal(stddev):
     # A config, not an instance: every layer that reads it draws its own seed
     # (one shared unseeded instance would give every matrix the same values).
-    return {"class_name": "RandomNormal",
+    return {"class_name": "keras_gpt>HostRandomNormal",
             "config": {"mean": 0.0, "stddev": stddev}}
 
 

@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_gpt import backend as backend_lib
 from keras_gpt.layers.direct import DirectCall
+from keras_gpt.layers.initializers import HostRandomNormal
 from keras_gpt.layers.positions import RotaryEmbedding
 from keras_gpt.layers.rows import Projection
 
@@ -84,10 +85,10 @@ class CausalSelfAttention(DirectCall, keras.layers.Layer):
         self.use_bias = use_bias
         self.rotary_max_wavelength = rotary_max_wavelength
         self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or keras.initializers.RandomNormal(stddev=0.02))
+            kernel_initializer or HostRandomNormal(stddev=0.02))
         self.output_kernel_initializer = keras.initializers.get(
             output_kernel_initializer
-            or keras.initializers.RandomNormal(stddev=0.02))
+            or HostRandomNormal(stddev=0.02))
         self.rotary = None
         if rotary_max_wavelength:
             self.rotary = RotaryEmbedding(rotary_max_wavelength, name="rotary",

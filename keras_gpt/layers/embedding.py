@@ -6,6 +6,7 @@ from keras import ops
 from keras_gpt.backend import check_token_ids, int8, nan_where_out_of_range
 from keras_gpt.layers.adapters import add_int8_table, mark_int8
 from keras_gpt.layers.direct import DirectCall
+from keras_gpt.layers.initializers import HostRandomNormal
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
@@ -37,7 +38,7 @@ class TokenEmbedding(DirectCall, keras.layers.Layer):
         self.d_model = d_model
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer
-            or keras.initializers.RandomNormal(stddev=0.02))
+            or HostRandomNormal(stddev=0.02))
 
     def build(self, input_shape=None):
         if self.quantization_mode == "int8":

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_gpt.layers.direct import DirectCall
+from keras_gpt.layers.initializers import HostRandomNormal
 from keras_gpt.layers.rows import Projection, on_rows
 
 
@@ -40,10 +41,10 @@ class MLP(DirectCall, keras.layers.Layer):
         self.activation = activation
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or keras.initializers.RandomNormal(stddev=0.02))
+            kernel_initializer or HostRandomNormal(stddev=0.02))
         self.output_kernel_initializer = keras.initializers.get(
             output_kernel_initializer
-            or keras.initializers.RandomNormal(stddev=0.02))
+            or HostRandomNormal(stddev=0.02))
 
     def build(self, input_shape):
         self.up = Projection(

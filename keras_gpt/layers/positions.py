@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_gpt.layers.direct import DirectCall
+from keras_gpt.layers.initializers import HostRandomNormal
 
 
 def _positions(length, start_index, dtype="int32"):
@@ -46,7 +47,7 @@ class PositionEmbedding(DirectCall, keras.layers.Layer):
         self.d_model = d_model
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer
-            or keras.initializers.RandomNormal(stddev=0.02))
+            or HostRandomNormal(stddev=0.02))
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(

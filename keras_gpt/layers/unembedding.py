@@ -11,6 +11,7 @@ from keras_gpt.layers.adapters import (add_int8_table, add_lora_factors,
                                        lora_delta, mark_int8,
                                        remove_lora_factors, with_lora)
 from keras_gpt.layers.direct import DirectCall
+from keras_gpt.layers.initializers import HostRandomNormal
 from keras_gpt.layers.rows import on_rows
 
 
@@ -51,7 +52,7 @@ class Unembedding(DirectCall, keras.layers.Layer):
         self.vocab_size = vocab_size
         self.tied = tied
         self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or keras.initializers.RandomNormal(stddev=0.02))
+            kernel_initializer or HostRandomNormal(stddev=0.02))
 
     def build(self, input_shape):
         if self.tied:

@@ -1,0 +1,134 @@
+"""`keras_gpt.layers.initializers.HostRandomNormal`: Keras' RandomNormal
+drawn by NumPy: the same weights on every backend, no program per shape."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gpt.config import GPTConfig
+from keras_gpt.layers import HostRandomNormal
+from keras_gpt.model import GPT
+
+CONFIG = GPTConfig(n_layers=2, n_heads=2, d_model=16, vocab_size=40,
+                   context_length=8)
+
+# Prints a digest of a seeded GPT's initial weights under KERAS_BACKEND.
+DIGEST = """
+import hashlib, keras, numpy as np
+from keras_gpt.config import GPTConfig
+from keras_gpt.model import GPT
+keras.utils.set_random_seed(11)
+model = GPT(GPTConfig(n_layers=2, n_heads=2, d_model=16, vocab_size=40,
+                      context_length=8))
+digest = hashlib.sha256()
+for v in model.weights:
+    digest.update(v.path.encode())
+    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v)))
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.backend_independent
+def test_values_are_numpy_normals_of_the_seed():
+    init = HostRandomNormal(mean=1.0, stddev=0.5, seed=7)
+    values = init((300, 200))
+    expected = (np.random.default_rng(7).standard_normal(
+        (300, 200), dtype=np.float32) * np.float32(0.5) + np.float32(1.0))
+    np.testing.assert_array_equal(values, expected)
+    assert values.dtype == np.float32
+    assert abs(values.mean() - 1.0) < 0.01 and abs(values.std() - 0.5) < 0.01
+    # Keras' semantics: an integer seed gives the same values every call.
+    np.testing.assert_array_equal(init((300, 200)), values)
+    assert not np.allclose(HostRandomNormal(seed=8)((4, 4)),
+                           HostRandomNormal(seed=7)((4, 4)))
+    # Serializable by name, like Keras' own.
+    again = keras.initializers.get(keras.initializers.serialize(init))
+    assert isinstance(again, HostRandomNormal)
+    np.testing.assert_array_equal(again((300, 200)), values)
+
+
+@pytest.mark.backend_independent
+def test_a_seeded_gpt_starts_from_the_same_weights_on_every_backend():
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    runs = {b: subprocess.Popen(
+        [sys.executable, "-c", DIGEST], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**env, "KERAS_BACKEND": b})
+        for b in ("jax", "tensorflow", "torch")}
+    digests = {}
+    for backend, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+        digests[backend] = out.strip().splitlines()[-1]
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_gpt_weights_follow_keras_seed():
+    def weights():
+        keras.utils.set_random_seed(3)
+        return [keras.ops.convert_to_numpy(v) for v in GPT(CONFIG).weights]
+
+    first, second = weights(), weights()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    keras.utils.set_random_seed(4)
+    other = keras.ops.convert_to_numpy(GPT(CONFIG).weights[0])
+    assert not np.allclose(other, first[0])
+    # Each matrix draws its own values (no shared seed).
+    kernels = [w for w in first if w.shape == (16, 16)]
+    assert len(kernels) >= 2 and not np.allclose(kernels[0], kernels[1])
+
+
+def test_other_dtypes_and_seed_generators():
+    half = HostRandomNormal(seed=3)((8, 8), dtype="bfloat16")
+    assert keras.backend.standardize_dtype(half.dtype) == "bfloat16"
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(half, "float32")),
+        HostRandomNormal(seed=3)((8, 8)), rtol=1e-2, atol=1e-3)
+    # A SeedGenerator seed (new values each call) takes RandomNormal's path.
+    ours = HostRandomNormal(seed=keras.random.SeedGenerator(5))((6, 6))
+    keras_own = keras.initializers.RandomNormal(
+        seed=keras.random.SeedGenerator(5))((6, 6))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                  keras.ops.convert_to_numpy(keras_own))
+
+
+class _Compiles(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def emit(self, record):
+        # Logged when a program is lowered (before any compilation cache).
+        message = record.getMessage()
+        if message.startswith("Compiling "):
+            self.names.append(message.split()[1])
+
+
+def test_building_a_gpt_compiles_no_random_program_on_jax():
+    if keras.backend.backend() != "jax":
+        pytest.skip("compiled random draws are JAX's: TensorFlow and PyTorch "
+                    "draw eagerly without compiling")
+    import jax
+
+    handler, logger = _Compiles(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            # Shapes no other test draws (a program compiled before in this
+            # process would not be lowered again).
+            GPT(GPTConfig(n_layers=1, n_heads=2, d_model=24, vocab_size=44,
+                          context_length=12))
+            built = list(handler.names)
+            keras.initializers.RandomNormal(seed=1)((13, 17))
+    finally:
+        logger.removeHandler(handler)
+    # The check sees Keras' own draw compile a program ...
+    assert any("normal" in name for name in handler.names[len(built):]), (
+        handler.names)
+    # ... and none while the GPT drew its weights.
+    assert not any("normal" in name for name in built), built
