@@ -4,12 +4,12 @@
 from NumPy's generator keyed on the initializer's integer seed (which an
 unseeded Keras initializer draws from Python's `random` when it is made, so
 `keras.utils.set_random_seed` fixes it). Why: under JAX every Keras random
-draw is a compiled XLA program per shape; on a CPU each costs 0.15-0.2 s to
-compile (a GPT's six weight shapes: 1.2 s of a 1.7 s build on a 2-core
-EPYC, each time a process starts with an empty compilation cache, and again
-in `keras.models.load_model`, whose build draws values the load then
-replaces). NumPy draws the same weights in milliseconds, with no program,
-and the same values on every backend for a seed.
+draw is a compiled XLA program per shape, each 0.15-0.2 s to compile on a
+CPU: building nanoGPT's "baby" GPT with an empty compilation cache took 1.73
+s with `RandomNormal` and 0.30 s with this (`tools/train_overhead.py`), and
+`keras.models.load_model` pays it too (its build draws values the load then
+replaces). NumPy draws them in milliseconds, with no program, and the same
+values on every backend for a seed.
 """
 
 import keras
