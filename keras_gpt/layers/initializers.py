@@ -15,6 +15,8 @@ values on every backend for a seed.
 import keras
 import numpy as np
 
+from keras_gpt.backend import concrete_value
+
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
 class HostRandomNormal(keras.initializers.RandomNormal):
@@ -22,8 +24,11 @@ class HostRandomNormal(keras.initializers.RandomNormal):
 
     Same arguments, config and seed semantics: an integer (or unseeded)
     initializer gives the same values on every call, and the same values on
-    JAX, TensorFlow and PyTorch. A `keras.random.SeedGenerator` seed, or a
-    tensor mean/stddev, takes `RandomNormal`'s own path.
+    JAX, TensorFlow and PyTorch. A `keras.random.SeedGenerator` seed, a
+    tensor mean/stddev, or a call inside a traced function (Keras' sharded
+    initialization of a large variable under a JAX distribution, where
+    NumPy's values would be one constant in the program) takes
+    `RandomNormal`'s own path.
 
     Example:
 
@@ -38,10 +43,14 @@ class HostRandomNormal(keras.initializers.RandomNormal):
         plain = (isinstance(self.seed, int)
                  and all(isinstance(v, (int, float))
                          for v in (self.mean, self.stddev))
-                 and dtype in ("float16", "bfloat16", "float32", "float64"))
+                 and dtype in ("float16", "bfloat16", "float32", "float64")
+                 and concrete_value(keras.ops.zeros(())) is not None)
         if not plain:
             return super().__call__(shape, dtype=dtype)
+        drawn = np.float64 if dtype == "float64" else np.float32
         values = np.random.default_rng(self.seed).standard_normal(
-            tuple(shape), dtype=np.float32)
-        values = values * np.float32(self.stddev) + np.float32(self.mean)
-        return values if dtype == "float32" else keras.ops.cast(values, dtype)
+            tuple(shape), dtype=drawn)
+        values = values * drawn(self.stddev) + drawn(self.mean)
+        if dtype in ("float32", "float64"):
+            return values
+        return keras.ops.cast(values, dtype)  # float16, bfloat16

@@ -89,12 +89,33 @@ def test_other_dtypes_and_seed_generators():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(keras.ops.cast(half, "float32")),
         HostRandomNormal(seed=3)((8, 8)), rtol=1e-2, atol=1e-3)
+    wide = HostRandomNormal(stddev=2.0, seed=3)((400, 50), dtype="float64")
+    assert wide.dtype == np.float64 and abs(wide.std() - 2.0) < 0.05
     # A SeedGenerator seed (new values each call) takes RandomNormal's path.
     ours = HostRandomNormal(seed=keras.random.SeedGenerator(5))((6, 6))
     keras_own = keras.initializers.RandomNormal(
         seed=keras.random.SeedGenerator(5))((6, 6))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
                                   keras.ops.convert_to_numpy(keras_own))
+
+
+def test_inside_a_traced_function_keras_draws():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        trace = jax.jit
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        trace = tf.function
+    else:
+        pytest.skip("PyTorch runs Keras' initializers eagerly: no trace")
+    ours = trace(lambda: HostRandomNormal(stddev=0.5, seed=3)((5, 6)))()
+    keras_own = keras.initializers.RandomNormal(stddev=0.5, seed=3)((5, 6))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours),
+                               keras.ops.convert_to_numpy(keras_own),
+                               rtol=1e-6)
 
 
 class _Compiles(logging.Handler):
