@@ -105,6 +105,22 @@ def _written_gradient_cross_entropy(logits, targets):
     return cross_entropy(logits)
 
 
+# Initial weights: who draws them -----------------------------------------------
+
+def draws_weights_on_host():
+    """Whether `keras_gpt.layers.HostRandomNormal` draws with NumPy.
+
+    On JAX: each Keras random draw there is an XLA program compiled per
+    shape (0.15-0.2 s each on a 2-core EPYC), which a process with an empty
+    compilation cache pays at every build and `load_model`. TensorFlow and
+    PyTorch draw eagerly with their own multi-threaded generators, faster
+    than NumPy's one thread on large weights (GPT-2 small, PyTorch: the
+    build took 0.72 s with Keras' draw, 2.12 s with NumPy's), so they keep
+    Keras' `RandomNormal`.
+    """
+    return keras.backend.backend() == "jax"
+
+
 # Training: XLA or not ----------------------------------------------------------
 
 def training_jit_compile(requested="auto"):

@@ -1,10 +1,8 @@
-"""`keras_gpt.layers.initializers.HostRandomNormal`: Keras' RandomNormal
-drawn by NumPy: the same weights on every backend, no program per shape."""
+"""`keras_gpt.layers.initializers.HostRandomNormal`: Keras' RandomNormal,
+drawn by NumPy on JAX (no program compiled per shape), Keras' own draw on
+TensorFlow and PyTorch."""
 
 import logging
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,86 +15,63 @@ from keras_gpt.model import GPT
 CONFIG = GPTConfig(n_layers=2, n_heads=2, d_model=16, vocab_size=40,
                    context_length=8)
 
-# Prints a digest of a seeded GPT's initial weights under KERAS_BACKEND.
-DIGEST = """
-import hashlib, keras, numpy as np
-from keras_gpt.config import GPTConfig
-from keras_gpt.model import GPT
-keras.utils.set_random_seed(11)
-model = GPT(GPTConfig(n_layers=2, n_heads=2, d_model=16, vocab_size=40,
-                      context_length=8))
-digest = hashlib.sha256()
-for v in model.weights:
-    digest.update(v.path.encode())
-    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v)))
-print(digest.hexdigest())
-"""
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
 
 
-@pytest.mark.backend_independent
-def test_values_are_numpy_normals_of_the_seed():
+def test_values_on_each_backend():
     init = HostRandomNormal(mean=1.0, stddev=0.5, seed=7)
-    values = init((300, 200))
-    expected = (np.random.default_rng(7).standard_normal(
-        (300, 200), dtype=np.float32) * np.float32(0.5) + np.float32(1.0))
-    np.testing.assert_array_equal(values, expected)
+    values = _numpy(init((300, 200)))
+    if keras.backend.backend() == "jax":
+        expected = (np.random.default_rng(7).standard_normal(
+            (300, 200), dtype=np.float32) * np.float32(0.5) + np.float32(1.0))
+    else:
+        expected = _numpy(keras.initializers.RandomNormal(
+            mean=1.0, stddev=0.5, seed=7)((300, 200)))
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
     assert values.dtype == np.float32
     assert abs(values.mean() - 1.0) < 0.01 and abs(values.std() - 0.5) < 0.01
     # Keras' semantics: an integer seed gives the same values every call.
-    np.testing.assert_array_equal(init((300, 200)), values)
-    assert not np.allclose(HostRandomNormal(seed=8)((4, 4)),
-                           HostRandomNormal(seed=7)((4, 4)))
+    np.testing.assert_array_equal(_numpy(init((300, 200))), values)
+    assert not np.allclose(_numpy(HostRandomNormal(seed=8)((4, 4))),
+                           _numpy(HostRandomNormal(seed=7)((4, 4))))
     # Serializable by name, like Keras' own.
     again = keras.initializers.get(keras.initializers.serialize(init))
     assert isinstance(again, HostRandomNormal)
-    np.testing.assert_array_equal(again((300, 200)), values)
-
-
-@pytest.mark.backend_independent
-def test_a_seeded_gpt_starts_from_the_same_weights_on_every_backend():
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    runs = {b: subprocess.Popen(
-        [sys.executable, "-c", DIGEST], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**env, "KERAS_BACKEND": b})
-        for b in ("jax", "tensorflow", "torch")}
-    digests = {}
-    for backend, run in runs.items():
-        out, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err[-2000:]
-        digests[backend] = out.strip().splitlines()[-1]
-    assert len(set(digests.values())) == 1, digests
+    np.testing.assert_array_equal(_numpy(again((300, 200))), values)
 
 
 def test_gpt_weights_follow_keras_seed():
     def weights():
         keras.utils.set_random_seed(3)
-        return [keras.ops.convert_to_numpy(v) for v in GPT(CONFIG).weights]
+        return [_numpy(v) for v in GPT(CONFIG).weights]
 
     first, second = weights(), weights()
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     keras.utils.set_random_seed(4)
-    other = keras.ops.convert_to_numpy(GPT(CONFIG).weights[0])
+    other = _numpy(GPT(CONFIG).weights[0])
     assert not np.allclose(other, first[0])
-    # Each matrix draws its own values (no shared seed).
+    # Each matrix draws its own values (no shared seed), at GPT-2's scale.
     kernels = [w for w in first if w.shape == (16, 16)]
     assert len(kernels) >= 2 and not np.allclose(kernels[0], kernels[1])
+    assert 0.01 < first[0].std() < 0.03
 
 
 def test_other_dtypes_and_seed_generators():
-    half = HostRandomNormal(seed=3)((8, 8), dtype="bfloat16")
+    half = HostRandomNormal(stddev=2.0, seed=3)((400, 50), dtype="bfloat16")
     assert keras.backend.standardize_dtype(half.dtype) == "bfloat16"
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(keras.ops.cast(half, "float32")),
-        HostRandomNormal(seed=3)((8, 8)), rtol=1e-2, atol=1e-3)
-    wide = HostRandomNormal(stddev=2.0, seed=3)((400, 50), dtype="float64")
-    assert wide.dtype == np.float64 and abs(wide.std() - 2.0) < 0.05
+    assert abs(_numpy(keras.ops.cast(half, "float32")).std() - 2.0) < 0.05
+    if keras.backend.backend() != "torch":  # Keras-on-torch: float32 at most
+        wide = HostRandomNormal(stddev=2.0, seed=3)((400, 50),
+                                                    dtype="float64")
+        assert abs(_numpy(wide).std() - 2.0) < 0.05
     # A SeedGenerator seed (new values each call) takes RandomNormal's path.
     ours = HostRandomNormal(seed=keras.random.SeedGenerator(5))((6, 6))
     keras_own = keras.initializers.RandomNormal(
         seed=keras.random.SeedGenerator(5))((6, 6))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
-                                  keras.ops.convert_to_numpy(keras_own))
+    np.testing.assert_array_equal(_numpy(ours), _numpy(keras_own))
 
 
 def test_inside_a_traced_function_keras_draws():
@@ -113,9 +88,7 @@ def test_inside_a_traced_function_keras_draws():
         pytest.skip("PyTorch runs Keras' initializers eagerly: no trace")
     ours = trace(lambda: HostRandomNormal(stddev=0.5, seed=3)((5, 6)))()
     keras_own = keras.initializers.RandomNormal(stddev=0.5, seed=3)((5, 6))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours),
-                               keras.ops.convert_to_numpy(keras_own),
-                               rtol=1e-6)
+    np.testing.assert_allclose(_numpy(ours), _numpy(keras_own), rtol=1e-6)
 
 
 class _Compiles(logging.Handler):
