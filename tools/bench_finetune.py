@@ -1,7 +1,10 @@
 """LoRA against full fine-tuning, from the same trained run, printed.
 
-1. A base run: `keras-gpt train` with default flags on the default corpus
-   (or `--base RUN_DIR`, one already trained).
+1. A base run: `keras-gpt train --steps 1500 --dropout 0.1` on the default
+   corpus (`--base-steps`, `--base-dropout`): a run trained for its
+   validation loss, not the two-minute demo of `keras-gpt train`'s
+   defaults (300 steps, no dropout; `--base-steps 300 --base-dropout 0`
+   gives that one). Or `--base RUN_DIR`, a run already trained.
 2. The new corpus: the source files of Python's own `asyncio` package
    (code, not English; it ships with every Python), or `--data`.
 3. Two runs from the base with `keras_gpt.finetune.finetune` and the same
@@ -15,7 +18,7 @@
 
 Run (each backend):
     KERAS_BACKEND=jax .venv/bin/python tools/bench_finetune.py \\
-        [--base RUN_DIR] [--steps 400] [--json OUT]
+        [--base RUN_DIR] [--steps 400] [--json OUT] [--keep NEW_DIR]
 """
 
 import argparse
@@ -74,6 +77,10 @@ def _step_times(base, batch_size, context, rounds, lora_rank,
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", help="A trained run (default: train one).")
+    p.add_argument("--base-steps", type=int, default=1500,
+                   help="Steps of the base run it trains (without --base).")
+    p.add_argument("--base-dropout", type=float, default=0.1,
+                   help="Dropout of the base run it trains.")
     p.add_argument("--data", nargs="+", help="The new corpus (default: "
                    "the source files of Python's asyncio).")
     p.add_argument("--steps", type=int, default=400)
@@ -87,6 +94,16 @@ def main(argv=None):
     p.add_argument("--json", metavar="OUT")
     p.add_argument("--keep", metavar="DIR", help="Keep the runs here.")
     args = p.parse_args(argv)
+    for flag in ("steps", "eval_every", "base_steps", "rounds", "lora_rank"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} must "
+                    f"be >= 1.")
+    if not 0 <= args.base_dropout < 1:
+        p.error(f"--base-dropout {args.base_dropout} must be in [0, 1).")
+    if args.keep and Path(args.keep).exists() and any(
+            Path(args.keep).iterdir()):
+        p.error(f"--keep {args.keep} already holds files: give a new or "
+                f"empty folder.")
     from keras_gpt.finetune.run import FINETUNE_DEFAULTS, LORA_LEARNING_RATE
 
     lrs = {"full": args.learning_rate or FINETUNE_DEFAULTS["learning_rate"],
@@ -97,7 +114,11 @@ def main(argv=None):
     base = args.base
     if base is None:
         base = root / "base"
-        train_run(base, RunOptions(samples=0), cache_dir=cache, verbose=2)
+        every = 50 if args.base_steps % 50 == 0 else args.base_steps
+        train_run(base, RunOptions(samples=0, steps=args.base_steps,
+                                   dropout=args.base_dropout,
+                                   eval_every=every),
+                  cache_dir=cache, verbose=2)
     common = dict(data=data, steps=args.steps, eval_every=args.eval_every,
                   samples=0, cache_dir=cache, verbose=2)
     finetune(base, root / "full", learning_rate=lrs["full"], **common)

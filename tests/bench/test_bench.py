@@ -319,3 +319,66 @@ def test_jax_memory_smoke():
     assert all(float(ms) > 0 for _, ms, _, _ in rows)
     assert re.search(r"^kept / default: [\d.]+x faster$", result.stdout,
                      re.M), result.stdout
+
+
+def test_bench_finetune_trains_its_base_then_compares(tmp_path):
+    """tools/bench_finetune.py trains a base with --base-steps/--base-dropout,
+    fine-tunes it fully and with LoRA on the same data, and reports the
+    drops measured from the runs' own metrics (PyTorch pass only: the tool
+    runs in its own process, and its figures are per process)."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("runs tools/bench_finetune.py once, in the PyTorch pass")
+    keep, out = tmp_path / "runs", tmp_path / "result.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_finetune.py"),
+         "--base-steps", "4", "--base-dropout", "0.2", "--steps", "4",
+         "--eval-every", "2", "--rounds", "1", "--keep", str(keep),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    base = json.loads((keep / "base" / "run.json").read_text())
+    assert (base["steps"], base["dropout"]) == (4, 0.2)
+    report = json.loads(out.read_text())
+    metrics = {name: [json.loads(line) for line in
+                      (keep / name / "metrics.jsonl").read_text().split("\n")
+                      if line] for name in ("full", "lora")}
+    start = metrics["full"][0]["val_loss"]
+    assert metrics["lora"][0]["val_loss"] == pytest.approx(start)
+    assert report["val_loss_step_0"] == pytest.approx(start)
+    for name in ("full", "lora"):
+        assert metrics[name][-1]["step"] == 4
+        assert report[f"drop_{name}"] == pytest.approx(
+            start - metrics[name][-1]["val_loss"])
+    assert report["drop_full"] > 0
+    # Rank 8 on the fused qkv of 4 layers, d_model 128: 8 * (128 + 384) * 4.
+    assert report["lora_trainable"] == 16384
+    assert "LoRA / full = " in result.stdout
+
+
+@pytest.mark.parametrize("flag, value", [("--base-steps", "0"),
+                                         ("--base-dropout", "1"),
+                                         ("--lora-rank", "0")])
+def test_bench_finetune_bad_flags_are_one_line(flag, value):
+    if keras.backend.backend() != "torch":
+        pytest.skip("argument checks of a tool: the PyTorch pass only")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_finetune.py"),
+         flag, value], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"{flag} " in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_finetune_keeps_runs_only_in_a_new_folder(tmp_path):
+    if keras.backend.backend() != "torch":
+        pytest.skip("argument checks of a tool: the PyTorch pass only")
+    (tmp_path / "old.txt").write_text("x")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_finetune.py"),
+         "--keep", str(tmp_path)], capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "already holds files: give a new or empty folder.")
+    assert [f.name for f in tmp_path.iterdir()] == ["old.txt"]
