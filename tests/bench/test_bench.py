@@ -302,6 +302,26 @@ def test_tf_step_profile_smoke():
     assert "gpt/unembedding/MatMul" in out and "attention" in out
 
 
+def test_torch_step_profile_smoke(capsys):
+    """tools/torch_step_profile.py splits a plain-path step into products,
+    attention and the rest (PyTorch pass, in this process); the products'
+    FLOPs are the projections' and W_U's."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("profiles PyTorch: the PyTorch pass only")
+    tool = load_tool("torch_step_profile")
+    m = dict(n_layers=2, d_model=8, vocab_size=10)
+    # 2 layers x (qkv 3 + out 1 + MLP 8) d^2 + d * vocab, x 6 per token.
+    assert tool.projection_flops(m, 5) == 6 * 5 * (2 * 12 * 64 + 80)
+    tool.main(["--smoke", "--top", "3"])
+    out = capsys.readouterr().out
+    parts = {name: float(ms) for ms, name in re.findall(
+        r"^\s+([\d.]+) ms  (matrix products|attention|other ops)", out, re.M)}
+    assert set(parts) == {"matrix products", "attention", "other ops"}, out
+    assert parts["matrix products"] > 0 and parts["attention"] > 0
+    largest = out.split("the largest:\n")[1].strip().splitlines()
+    assert len(largest) == 3, out
+
+
 def test_jax_memory_smoke():
     """tools/jax_memory.py times fresh processes with and without
     `keep_step_memory` and prints both rows and the ratio."""
