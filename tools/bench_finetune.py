@@ -100,16 +100,24 @@ def main(argv=None):
                     f"be >= 1.")
     if not 0 <= args.base_dropout < 1:
         p.error(f"--base-dropout {args.base_dropout} must be in [0, 1).")
-    if args.keep and Path(args.keep).exists() and any(
-            Path(args.keep).iterdir()):
+    if args.steps % args.eval_every:
+        p.error(f"--steps {args.steps} must be a multiple of --eval-every "
+                f"{args.eval_every}.")
+    keep = Path(args.keep) if args.keep else None
+    if keep and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
         p.error(f"--keep {args.keep} already holds files: give a new or "
                 f"empty folder.")
+    if args.base:
+        try:
+            load_source(args.base)
+        except (OSError, ValueError) as error:
+            p.error(str(error).replace("--init-from", "--base", 1))
     from keras_gpt.finetune.run import FINETUNE_DEFAULTS, LORA_LEARNING_RATE
 
     lrs = {"full": args.learning_rate or FINETUNE_DEFAULTS["learning_rate"],
            "lora": args.lora_learning_rate or LORA_LEARNING_RATE}
     data = args.data or [_asyncio_sources()]
-    root = Path(args.keep or tempfile.mkdtemp(prefix="bench_finetune_"))
+    root = keep or Path(tempfile.mkdtemp(prefix="bench_finetune_"))
     cache = root / "cache"
     base = args.base
     if base is None:

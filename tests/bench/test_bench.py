@@ -376,17 +376,20 @@ def test_bench_finetune_trains_its_base_then_compares(tmp_path):
     assert "LoRA / full = " in result.stdout
 
 
-@pytest.mark.parametrize("flag, value", [("--base-steps", "0"),
-                                         ("--base-dropout", "1"),
-                                         ("--lora-rank", "0")])
-def test_bench_finetune_bad_flags_are_one_line(flag, value):
+@pytest.mark.parametrize("flags", [["--base-steps", "0"],
+                                   ["--base-dropout", "1"],
+                                   ["--lora-rank", "0"],
+                                   ["--steps", "5", "--eval-every", "2"],
+                                   ["--base", "no/such/run"]])
+def test_bench_finetune_bad_flags_are_one_line(flags):
     if keras.backend.backend() != "torch":
         pytest.skip("argument checks of a tool: the PyTorch pass only")
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "bench_finetune.py"),
-         flag, value], capture_output=True, text=True, timeout=120)
+         *flags], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert f"{flag} " in result.stderr.strip().splitlines()[-1]
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{flags[0]} {flags[1]}" in last, last
     assert "Traceback" not in result.stderr
 
 
