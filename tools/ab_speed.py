@@ -27,6 +27,9 @@ layers, 6 heads, d_model 384, vocab 8192, 256 positions, batch 8, float32;
 - torch-adam: Keras' AdamW step on torch's fused CPU kernel
   (`keras_gpt.backend.torch_adam`, what `GPT.compile` installs) against
   Keras' own `torch._foreach` step (training step; PyTorch only);
+- torch-products: the projections on torch's ops called directly
+  (`keras_gpt.backend.pytorch.linear`: one `torch.addmm`, or oneDNN's op)
+  against Keras' `ops.matmul` and bias add (training step; PyTorch only);
 - torch-direct: the model's sublayers calling each other's `call`
   directly where Keras' `Layer.__call__` would only do bookkeeping
   (`keras_gpt.layers.direct`) against `Layer.__call__` every time
@@ -66,9 +69,10 @@ from keras_gpt.training import recipe as training  # noqa: E402
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=64)
 CHECKS = ("attention", "loss", "decode-vectors", "tf-xla", "torch-gemm",
-          "torch-decode", "torch-adam", "torch-direct")
+          "torch-decode", "torch-adam", "torch-direct", "torch-products")
 ONLY = {"decode-vectors": "jax", "tf-xla": "tensorflow", "torch-gemm": "torch",
-        "torch-decode": "torch", "torch-adam": "torch", "torch-direct": "torch"}
+        "torch-decode": "torch", "torch-adam": "torch", "torch-direct": "torch",
+        "torch-products": "torch"}
 DECODING = ("decode-vectors", "torch-decode")
 
 
@@ -97,6 +101,8 @@ def _switch(check, on):
                  torch_adam.install if on else (lambda optimizer: False))]
     if check == "torch-direct":
         return [(layer_calls, "_TORCH", on)]
+    if check == "torch-products":
+        return [(pytorch, "DIRECT_PRODUCTS", on)]
     if check == "tf-xla":
         off = lambda requested: requested  # noqa: E731  (Keras decides)
         return [(module, "training_jit_compile",

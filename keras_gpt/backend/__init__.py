@@ -21,21 +21,18 @@ from keras_gpt.backend.values import (assert_on_device,  # noqa: F401
 def linear(x, kernel, bias=None):
     """`x @ kernel + bias` for 2-D `x` (rows, in) and `kernel` (in, out).
 
-    On PyTorch on CPU in float32, where oneDNN's linear op is this
-    processor's faster product (`pytorch.cpu_gemm`), the products of
-    the forward and backward pass go through it: on AVX-512 AMD EPYCs the
-    torch wheel's MKL GEMM measured 2-3x slower than oneDNN
-    (2048x384x1536: 81 vs 164 GFLOP/s forward, 102 vs 299 for the input
-    gradient). Everywhere else, `ops.matmul`.
+    On PyTorch, `pytorch.linear`: torch's ops called directly, oneDNN's
+    linear op where it is this processor's faster product
+    (`pytorch.cpu_gemm`; on AVX-512 AMD EPYCs the torch wheel's MKL GEMM
+    measured 2-3x slower than oneDNN, 2048x384x1536: 81 vs 164 GFLOP/s
+    forward, 102 vs 299 for the input gradient), else one `torch.addmm`.
+    Everywhere else, `ops.matmul` and the bias.
     """
+    if keras.backend.backend() == "torch":
+        return pytorch.linear(x, kernel, bias)
     from keras import ops
 
     kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-    if (keras.backend.backend() == "torch"
-            and pytorch.onednn_applies(x, kernel)):
-        if bias is not None:
-            bias = ops.convert_to_tensor(bias, dtype=x.dtype)
-        return pytorch.onednn_linear_function().apply(x, kernel, bias)
     y = ops.matmul(x, kernel)
     return y if bias is None else y + ops.cast(bias, y.dtype)
 

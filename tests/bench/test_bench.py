@@ -232,7 +232,7 @@ def test_tf_step_breakdown_smoke():
 # TensorFlow pass, the slowest, keeps only its own).
 AB_CHECKS = {"tensorflow": ["tf-xla"], "jax": ["attention", "decode-vectors"],
              "torch": ["torch-gemm", "loss", "torch-decode", "torch-adam",
-                       "torch-direct"]}
+                       "torch-direct", "torch-products"]}
 
 
 def test_ab_speed_smoke(capsys):
