@@ -28,11 +28,11 @@ def on_rows(fn, x):
     Returns:
         `fn`'s output reshaped to (..., out_features).
     """
-    if len(ops.shape(x)) == 2:  # already rows (an MLP's inner products)
+    shape = ops.shape(x)
+    if len(shape) == 2:  # already rows (an MLP's inner products)
         return fn(x)
-    leading = ops.shape(x)[:-1]
-    y = fn(ops.reshape(x, (-1, ops.shape(x)[-1])))
-    return ops.reshape(y, (*leading, ops.shape(y)[-1]))
+    y = fn(ops.reshape(x, (-1, shape[-1])))
+    return ops.reshape(y, (*shape[:-1], ops.shape(y)[-1]))
 
 
 @keras.saving.register_keras_serializable(package="keras_gpt")
