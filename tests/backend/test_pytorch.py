@@ -32,8 +32,9 @@ def test_projection_gradients_match_plain_matmul(gemm, monkeypatch):
     out = backend_lib.linear(x, kernel, bias)
     out.backward(upstream)
     got = [t.grad.clone() for t in (x, kernel, bias)]
-    assert (type(out.grad_fn).__name__ == "OneDNNLinearBackward") == (
-        gemm == "onednn")
+    # One op either way: oneDNN's, or torch.addmm with the bias inside.
+    assert type(out.grad_fn).__name__ == (
+        "OneDNNLinearBackward" if gemm == "onednn" else "AddmmBackward0")
     x_, k_, b_ = (t.detach().numpy() for t in (x, kernel, bias))
     g = upstream.numpy()
     np.testing.assert_allclose(out.detach().numpy(), x_ @ k_ + b_, rtol=1e-5,
@@ -41,6 +42,40 @@ def test_projection_gradients_match_plain_matmul(gemm, monkeypatch):
     for value, expected in zip(got, (g @ k_.T, x_.T @ g, g.sum(0))):
         np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_linear_reads_keras_variables_and_casts_to_the_inputs_dtype(
+        monkeypatch):
+    """Keras variables (as a layer passes them) give their values, cast to
+    the rows' dtype (a mixed-precision layer's bfloat16), and the result
+    equals Keras' own ops (the path `tools/ab_speed.py torch-products`
+    compares against)."""
+    _torch_only()
+    import torch
+
+    from keras_gpt.backend import pytorch
+
+    rng = np.random.default_rng(1)
+    kernel = keras.Variable(rng.normal(size=(8, 6)).astype("float32"))
+    bias = keras.Variable(rng.normal(size=(6,)).astype("float32"))
+    x = torch.tensor(rng.normal(size=(5, 8)).astype("float32"))
+    direct = pytorch.linear(x, kernel, bias)
+    monkeypatch.setattr(pytorch, "_CPU_GEMM", "torch")
+    monkeypatch.setattr(pytorch, "DIRECT_PRODUCTS", False)
+    via_keras = pytorch.linear(x, kernel, bias)
+    expected = x.numpy() @ kernel.numpy() + bias.numpy()
+    for out in (direct, via_keras):
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5,
+                                   atol=1e-5)
+    monkeypatch.setattr(pytorch, "DIRECT_PRODUCTS", True)
+    half = pytorch.linear(x.to(torch.bfloat16), kernel, bias)
+    assert half.dtype == torch.bfloat16
+    np.testing.assert_allclose(half.detach().float().numpy(), expected,
+                               atol=0.1)
+    no_bias = pytorch.linear(x, kernel)
+    np.testing.assert_allclose(no_bias.detach().numpy(),
+                               x.numpy() @ kernel.numpy(),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_gemm_times_both_products_once_and_honours_the_override(
