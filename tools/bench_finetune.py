@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from keras_gpt.backend.timing import interleaved_best  # noqa: E402
 from keras_gpt.finetune import finetune, load_source  # noqa: E402
+from keras_gpt.training.options import DEFAULTS  # noqa: E402
 from keras_gpt.training.run import RunOptions, train_run  # noqa: E402
 from keras_gpt.training.source import build_model  # noqa: E402
 
@@ -122,7 +123,8 @@ def main(argv=None):
     base = args.base
     if base is None:
         base = root / "base"
-        every = 50 if args.base_steps % 50 == 0 else args.base_steps
+        every = DEFAULTS["eval_every"]  # or one evaluation, at the end
+        every = every if args.base_steps % every == 0 else args.base_steps
         train_run(base, RunOptions(samples=0, steps=args.base_steps,
                                    dropout=args.base_dropout,
                                    eval_every=every),

@@ -23,8 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_linear",
-            "aten::_mkldnn_linear", "aten::linear_pointwise")
+# torch's GEMMs, and oneDNN's linear op where `pytorch.cpu_gemm` picked it.
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
 ATTENTION = "aten::_scaled_dot_product"
 SMOKE = dict(n_layers=1, n_heads=2, d_model=16, vocab_size=64,
              context_length=16)
@@ -90,9 +90,9 @@ def main(argv=None):
     print(f"PyTorch, plain compile + fit; {m}, batch {batch}; ms per step "
           f"over {steps} traced steps (self time), untraced step "
           f"{step_ms:.1f} ms")
+    rate = gflops / products * 1e3 if products else 0.0
     print(f"  {products:8.2f} ms  matrix products ({100 * products / traced:.1f}%"
-          f"; {gflops / products * 1e3:.0f} GFLOP/s, "
-          f"{100 * gflops / products * 1e3 / peak:.0f}% of the {peak:.0f} "
+          f"; {rate:.0f} GFLOP/s, {100 * rate / peak:.0f}% of the {peak:.0f} "
           f"GFLOP/s peak)")
     print(f"  {attention:8.2f} ms  attention, fused kernels "
           f"({100 * attention / traced:.1f}%)")

@@ -302,12 +302,19 @@ def test_tf_step_profile_smoke():
     assert "gpt/unembedding/MatMul" in out and "attention" in out
 
 
-def test_torch_step_profile_smoke(capsys):
-    """tools/torch_step_profile.py splits a plain-path step into products,
-    attention and the rest (PyTorch pass, in this process); the products'
-    FLOPs are the projections' and W_U's."""
+@pytest.mark.parametrize("gemm", ["torch", "onednn"])
+def test_torch_step_profile_smoke(gemm, capsys, monkeypatch):
+    """tools/torch_step_profile.py splits a plain-path step into products
+    (either product `pytorch.cpu_gemm` may pick), attention and the rest
+    (PyTorch pass, in this process); the products' FLOPs are the
+    projections' and W_U's."""
     if keras.backend.backend() != "torch":
         pytest.skip("profiles PyTorch: the PyTorch pass only")
+    from keras_gpt.backend import pytorch
+
+    if gemm == "onednn" and not pytorch.onednn_linear_available():
+        pytest.skip("this PyTorch build has no working oneDNN linear op")
+    monkeypatch.setattr(pytorch, "_CPU_GEMM", gemm)
     tool = load_tool("torch_step_profile")
     m = dict(n_layers=2, d_model=8, vocab_size=10)
     # 2 layers x (qkv 3 + out 1 + MLP 8) d^2 + d * vocab, x 6 per token.
